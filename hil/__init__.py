@@ -1,0 +1,3 @@
+"""TinyML hardware-in-the-loop harness: bench, protocol, power, results, gate and report."""
+
+__version__ = "0.1.0"
