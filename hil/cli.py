@@ -12,7 +12,7 @@ import sys
 from hil.errors import USER_ERRORS
 
 # Subcommand modules under hil/commands/; each one adds its parsers with register(subparsers).
-COMMAND_MODULES = ("models",)
+COMMAND_MODULES = ("models", "sim", "firmware")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hil: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

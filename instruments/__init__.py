@@ -1,1 +1,1 @@
-"""VISA instrument drivers (oscilloscopes) and a SCPI instrument simulator. Independent of `hil` and `models`."""
+"""VISA oscilloscope drivers and a SCPI instrument simulator. Independent of `hil` and `models`."""

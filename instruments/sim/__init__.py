@@ -1,0 +1,6 @@
+"""SCPI oscilloscope simulator on loopback TCP (Rigol and Keysight dialects) and its signal sources."""
+
+from instruments.sim.server import DEFAULT_IDN, Faults, ScopeSimulator
+from instruments.sim.signals import ArraySource, FunctionSource, SignalSource
+
+__all__ = ["DEFAULT_IDN", "ArraySource", "Faults", "FunctionSource", "ScopeSimulator", "SignalSource"]

@@ -1,0 +1,379 @@
+// Unit tests of the portable core (firmware/main/core) on the host; run by tests/firmware/test_core_unit.py.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/base64.hpp"
+#include "core/crc32.hpp"
+#include "core/device.hpp"
+#include "core/json_writer.hpp"
+#include "core/model_image.hpp"
+#include "core/sha256.hpp"
+#include "core/stats.hpp"
+#include "fakes.hpp"
+#include "tinytest.hpp"
+
+using namespace hil;
+using namespace hil::host;
+
+namespace {
+const uint8_t* u8(const char* s) { return reinterpret_cast<const uint8_t*>(s); }
+
+// A device on fakes, with helpers to send a line and get the last reply line.
+struct Bench {
+    explicit Bench(FakeModelSpec spec = {}, uint32_t arena = 65536)
+        : clock(240000000u), marker(4), runner(clock, &marker, spec),
+          device(BoardInfo{}, clock, marker, runner, serial, system) {
+        const uint8_t fb[40] = {1, 2, 3};
+        image = make_model_image(fb, sizeof fb, arena);
+        device.load_model_image(image.data(), image.size(), 65536);
+        system.on_restart = [this] { device.announce_ready(); };
+    }
+    std::string send(const std::string& line) {
+        serial.text.clear();
+        std::string l = line + "\n";
+        device.feed(l.data(), l.size());
+        return serial.text;
+    }
+    FakeClock clock;
+    FakeMarker marker;
+    FakeRunner runner;
+    StringSerial serial;
+    CallbackSystem system;
+    Device device;
+    std::vector<uint8_t> image;
+};
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST("crc32 matches zlib") {
+    CHECK_EQ(crc32(u8("123456789"), 9), 0xCBF43926u);
+    CHECK_EQ(crc32(u8(""), 0), 0u);
+    // incremental == one shot
+    uint32_t c = crc32_update(0, u8("1234"), 4);
+    CHECK_EQ(crc32_update(c, u8("56789"), 5), 0xCBF43926u);
+    CHECK_EQ(crc32_hex(0x0a1b2c3du), std::string("0a1b2c3d"));
+}
+
+TEST("base64 RFC 4648 vectors round-trip") {
+    const char* plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char* enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; ++i) {
+        CHECK_EQ(base64_encode(u8(plain[i]), std::strlen(plain[i])), std::string(enc[i]));
+        std::vector<uint8_t> out;
+        CHECK(base64_decode(enc[i], std::strlen(enc[i]), out));
+        CHECK_EQ(std::string(out.begin(), out.end()), std::string(plain[i]));
+    }
+    std::vector<uint8_t> all(256);
+    for (int i = 0; i < 256; ++i) all[i] = uint8_t(i);
+    std::string e = base64_encode(all.data(), all.size());
+    std::vector<uint8_t> back;
+    CHECK(base64_decode(e.data(), e.size(), back));
+    CHECK(back == all);
+}
+
+TEST("base64 rejects invalid input") {
+    std::vector<uint8_t> out;
+    for (const char* bad : {"!!!notbase64!!!", "AAA", "A===", "AA=A", "AA==AAAA", "AB C", "AAAAA", "=AAA"})
+        CHECK(!base64_decode(bad, std::strlen(bad), out));
+}
+
+TEST("sha256 FIPS vectors") {
+    CHECK_EQ(sha256_hex(u8(""), 0),
+             std::string("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    CHECK_EQ(sha256_hex(u8("abc"), 3),
+             std::string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    const char* two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    CHECK_EQ(sha256_hex(u8(two), std::strlen(two)),
+             std::string("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+    std::vector<uint8_t> million(1000000, 'a');
+    Sha256 s;
+    for (size_t i = 0; i < million.size(); i += 997) s.update(million.data() + i, std::min<size_t>(997, million.size() - i));
+    CHECK_EQ(s.hexdigest(), std::string("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"));
+}
+
+TEST("latency stats: population std, min, max") {
+    LatencyStats s = latency_stats({62811, 62790, 62802});
+    CHECK_EQ(s.min_us, 62790u);
+    CHECK_EQ(s.max_us, 62811u);
+    CHECK(s.mean_us > 62800.99 && s.mean_us < 62801.01);
+    CHECK(s.std_us > 8.60 && s.std_us < 8.61);  // the protocol page's example: 8.6
+    LatencyStats e = latency_stats({});
+    CHECK_EQ(e.max_us, 0u);
+    CHECK_EQ(cycles_to_us(240, 240000000u), 1u);
+    CHECK_EQ(cycles_to_us(2400000000ull, 240000000u), 10000000u);
+    CHECK_EQ(cycles_to_us(119, 240000000u), 0u);
+    CHECK_EQ(cycles_to_us(120, 240000000u), 1u);  // rounds to nearest
+}
+
+TEST("json writer escapes and nests") {
+    JsonWriter w;
+    w.begin_object().field("a", "x\"y\\z\n").key("l").begin_array().value(1).value(int64_t(-2)).end_array();
+    w.key("f").value(2.0).key("o").begin_object().field("b", false).end_object().end_object();
+    CHECK_EQ(w.str(), std::string("{\"a\":\"x\\\"y\\\\z\\n\",\"l\":[1,-2],\"f\":2.0,\"o\":{\"b\":false}}"));
+    JsonWriter c;
+    c.begin_object().field("s", std::string("\x01\xff")).end_object();
+    CHECK_EQ(c.str(), std::string("{\"s\":\"\\u0001\\u00ff\"}"));
+}
+
+TEST("model image: valid image parses") {
+    const uint8_t fb[100] = {7};
+    std::vector<uint8_t> img = make_model_image(fb, sizeof fb, 4096);
+    CHECK_EQ(img.size(), kImageHeaderSize + 100);
+    img.resize(4096, 0xFF);  // partition padding
+    ModelImage m;
+    std::string err;
+    CHECK(parse_model_image(img.data(), img.size(), m, err));
+    CHECK_EQ(m.length, 100u);
+    CHECK_EQ(m.arena_hint, 4096u);
+    CHECK_EQ(m.crc32, crc32(fb, sizeof fb));
+    CHECK(m.flatbuffer == img.data() + kImageHeaderSize);
+}
+
+TEST("model image: every corruption is refused with its reason") {
+    const uint8_t fb[100] = {7};
+    const std::vector<uint8_t> good = make_model_image(fb, sizeof fb, 4096);
+    ModelImage m;
+    std::string err;
+
+    std::vector<uint8_t> erased(4096, 0xFF);
+    CHECK(!parse_model_image(erased.data(), erased.size(), m, err));
+    CHECK(has(err, "erased"));
+
+    std::vector<uint8_t> img = good;
+    img[kImageHeaderSize + 50] ^= 0x01;  // one flipped bit in the flatbuffer
+    CHECK(!parse_model_image(img.data(), img.size(), m, err));
+    CHECK(has(err, "model image CRC mismatch"));
+    CHECK(has(err, crc32_hex(crc32(fb, sizeof fb))));
+
+    img = good;
+    img[9] ^= 0x01;  // length field: caught by the header CRC
+    CHECK(!parse_model_image(img.data(), img.size(), m, err));
+    CHECK(has(err, "header CRC"));
+
+    img = good;
+    img[0] = 'X';
+    CHECK(!parse_model_image(img.data(), img.size(), m, err));
+    CHECK(has(err, "bad magic"));
+
+    CHECK(!parse_model_image(good.data(), 16, m, err));
+    CHECK(has(err, "too small"));
+    CHECK(!parse_model_image(nullptr, 0, m, err));
+
+    // the image is cut short by a smaller partition: refused before reading past the region
+    CHECK(!parse_model_image(good.data(), good.size() - 1, m, err));
+    CHECK(has(err, "exceeds the partition"));
+}
+
+TEST("model image: unsupported version") {
+    const uint8_t fb[8] = {1};
+    std::vector<uint8_t> img = make_model_image(fb, sizeof fb, 0);
+    img[4] = 2;
+    const uint32_t hc = crc32(img.data(), 28);
+    for (int i = 0; i < 4; ++i) img[28 + i] = uint8_t(hc >> (8 * i));
+    ModelImage m;
+    std::string err;
+    CHECK(!parse_model_image(img.data(), img.size(), m, err));
+    CHECK(has(err, "format version 2"));
+}
+
+TEST("argument parsing is strict") {
+    uint32_t v = 0;
+    CHECK(parse_uint("1000", 1000, v) && v == 1000);
+    CHECK(!parse_uint("1001", 1000, v));
+    CHECK(!parse_uint("-1", 1000, v));
+    CHECK(!parse_uint("+1", 1000, v));
+    CHECK(!parse_uint("1x", 1000, v));
+    CHECK(!parse_uint("99999999999", 0xFFFFFFFFu, v));
+    CHECK(!parse_uint("", 10, v));
+    CHECK(parse_crc32("CBF43926", v) && v == 0xCBF43926u);
+    CHECK(!parse_crc32("xyz", v));
+    CHECK(!parse_crc32("123456789", v));
+    CHECK(!parse_crc32("1234567", v));
+    CHECK_EQ(split_tokens("  infer  3 1 ").size(), size_t(3));
+}
+
+TEST("marker is high exactly around each timed invoke, not warm-ups") {
+    Bench b;
+    std::string r = b.send("infer 3 2 5");
+    CHECK(has(r, "\"ok\":true"));
+    CHECK_EQ(b.marker.events, std::string("IIHILHILHIL"));
+    CHECK(!b.marker.high());
+    CHECK_EQ(b.clock.slept_ms, uint64_t(15));  // GAP_MS after each timed inference
+    CHECK(has(r, "\"n\":3,\"warmup\":2,\"gap_ms\":5"));
+    CHECK(has(r, "\"cpu_mhz\":240"));
+}
+
+TEST("infer latencies come from the cycle counter, across its wrap-around") {
+    FakeModelSpec spec;
+    spec.latency_us = 50000;
+    Bench b(spec);
+    b.clock.set_cycles(0xFFFFFFFFu - 1000);  // wraps during the first timed invoke
+    std::string r = b.send("infer 2");
+    // the fake adds invokes % 5 us: invokes 1 and 2
+    CHECK(has(r, "\"latency_us\":[50001,50002]"));
+    CHECK(has(r, "\"mean_us\":50001.5"));
+    CHECK(has(r, "\"std_us\":0.5"));
+}
+
+TEST("an invoke failure is E_INVOKE and leaves the marker low") {
+    FakeModelSpec spec;
+    spec.fail_invoke_at = 2;
+    Bench b(spec);
+    std::string r = b.send("infer 3");
+    CHECK(has(r, "\"code\":\"E_INVOKE\""));
+    CHECK(!b.marker.high());
+    CHECK(has(b.send("version"), "\"ok\":true"));
+}
+
+TEST("an inference longer than 10 s is E_INVOKE") {
+    FakeModelSpec spec;
+    spec.latency_us = 10000001;
+    Bench b(spec);
+    CHECK(has(b.send("infer 1"), "longer than the 10 s limit"));
+}
+
+TEST("upload, run: the output is computed from the uploaded input") {
+    FakeModelSpec spec;
+    spec.input = TensorInfo{{1, 4}, "int8", 0.5f, 0, 4};
+    spec.output = TensorInfo{{1, 2}, "int8", 0.5f, 0, 2};
+    Bench b(spec);
+    const uint8_t in[4] = {1, 2, 3, 4};
+    const std::string crc = crc32_hex(crc32(in, 4));
+    CHECK(has(b.send("input 4 " + crc), "\"chunk_max\":750"));
+    std::string r = b.send("data " + base64_encode(in, 2));
+    CHECK(has(r, "\"received\":2,\"bytes\":4}"));
+    r = b.send("data " + base64_encode(in + 2, 2));
+    CHECK(has(r, "\"complete\":true,\"crc32\":\"" + crc + "\""));
+    r = b.send("run");
+    const uint8_t out[2] = {10, 41};  // sum 10, then 10 + 31
+    CHECK(has(r, "\"output\":\"" + base64_encode(out, 2) + "\""));
+    CHECK(has(r, "\"output_crc32\":\"" + crc32_hex(crc32(out, 2)) + "\""));
+    CHECK_EQ(b.marker.events, std::string("HIL"));
+    // the stored input survives the arena: a second run gives the same output
+    CHECK(has(b.send("run"), base64_encode(out, 2)));
+}
+
+TEST("upload errors discard the upload") {
+    FakeModelSpec spec;
+    spec.input = TensorInfo{{1, 4}, "int8", 0.5f, 0, 4};
+    Bench b(spec);
+    const uint8_t in[6] = {1, 2, 3, 4, 5, 6};
+    const std::string crc = crc32_hex(crc32(in, 4));
+    CHECK(has(b.send("input 4 " + crc), "\"ok\":true"));
+    CHECK(has(b.send("data " + base64_encode(in, 6)), "E_LENGTH"));
+    CHECK(has(b.send("data AAAA"), "E_STATE"));
+    CHECK(has(b.send("input 4 " + crc), "\"ok\":true"));
+    CHECK(has(b.send("data " + base64_encode(in + 1, 4)), "E_CRC"));
+    CHECK(has(b.send("run"), "E_STATE"));
+    CHECK(has(b.send("data"), "E_STATE"));
+    CHECK(has(b.send("input 4"), "E_ARGS"));
+    CHECK(has(b.send("input 4 " + crc), "\"ok\":true"));
+    CHECK(has(b.send("data"), "E_ARGS"));
+    std::vector<uint8_t> big(751, 0);
+    CHECK(has(b.send("input 4 " + crc), "\"ok\":true"));
+    CHECK(has(b.send("data " + base64_encode(big.data(), big.size())), "exceeds chunk_max"));
+}
+
+TEST("line framing: CRLF, split feeds, overlong line, blank line") {
+    Bench b;
+    b.serial.text.clear();
+    b.device.feed("vers", 4);
+    CHECK(b.serial.text.empty());
+    b.device.feed("ion\r\n", 5);
+    CHECK(has(b.serial.text, "@hil {\"ok\":true,\"cmd\":\"version\""));
+    CHECK(b.serial.text.size() >= 2 && b.serial.text.substr(b.serial.text.size() - 2) == "\r\n");
+
+    std::string exactly(1024, 'x');
+    CHECK(has(b.send(exactly), "E_UNKNOWN_CMD"));
+    CHECK(has(b.send(exactly + "\r"), "E_UNKNOWN_CMD"));  // the \r does not count
+    std::string too_long(1025, 'x');
+    std::string r = b.send(too_long);
+    CHECK(has(r, "\"cmd\":\"?\""));
+    CHECK(has(r, "E_LINE_TOO_LONG"));
+    b.serial.text.clear();
+    std::string huge(100000, 'y');
+    b.device.feed(huge.data(), huge.size());
+    CHECK(b.serial.text.empty());
+    b.device.feed("\nversion\n", 9);
+    CHECK(has(b.serial.text, "E_LINE_TOO_LONG"));
+    CHECK(has(b.serial.text, "\"cmd\":\"version\""));
+    CHECK(b.send("").empty());
+}
+
+TEST("reset replies, restarts and forgets the upload") {
+    FakeModelSpec spec;
+    spec.input = TensorInfo{{1, 4}, "int8", 0.5f, 0, 4};
+    Bench b(spec);
+    const uint8_t in[4] = {0, 0, 0, 0};
+    b.send("input 4 " + crc32_hex(crc32(in, 4)));
+    CHECK(has(b.send("data " + base64_encode(in, 4)), "\"complete\":true"));
+    std::string r = b.send("reset");
+    CHECK_EQ(r.find("@hil {\"ok\":true,\"cmd\":\"reset\"}"), size_t(0));
+    CHECK(has(r, "hil-ready protocol=1"));
+    CHECK_EQ(b.system.restarts, 1);
+    CHECK(has(b.send("run"), "E_STATE"));
+}
+
+TEST("hello reports model, arena, tensors and ops") {
+    Bench b;
+    std::string r = b.send("hello");
+    CHECK(has(r, "\"ok\":true,\"cmd\":\"hello\",\"protocol\":1"));
+    const uint8_t fb[40] = {1, 2, 3};
+    CHECK(has(r, "\"crc32\":\"" + crc32_hex(crc32(fb, 40)) + "\""));
+    CHECK(has(r, "\"sha256\":\"" + sha256_hex(fb, 40) + "\",\"bytes\":40"));
+    CHECK(has(r, "\"arena\":{\"configured\":65536,\"used\":30512}"));
+    CHECK(has(r, "\"input\":{\"shape\":[1,32,32,1],\"dtype\":\"int8\""));
+    CHECK(has(r, "\"zero_point\":-128,\"bytes\":1024"));
+    CHECK(has(r, "\"ops\":[\"CONV_2D\",\"MAX_POOL_2D\""));
+    CHECK(has(r, "\"marker_gpio\":4"));
+}
+
+TEST("a model TFLM refuses: hello says why, with what is known; commands are E_MODEL") {
+    FakeModelSpec spec;
+    spec.arena_needs = 30512;
+    Bench b(spec, 16384);
+    std::string r = b.send("hello");
+    CHECK(has(r, "\"ok\":false"));
+    CHECK(has(r, "\"code\":\"E_MODEL\""));
+    CHECK(has(r, "arena too small: needs 30512 bytes, has 16384"));
+    CHECK(has(r, "\"ops\":[\"CONV_2D\""));
+    CHECK(has(r, "\"model\":{\"crc32\""));
+    CHECK(has(b.send("infer 1"), "E_MODEL"));
+    CHECK(has(b.send("run"), "E_MODEL"));
+    CHECK(has(b.send("profile"), "E_MODEL"));
+    CHECK(has(b.send("input 1024 00000000"), "E_MODEL"));
+    CHECK(has(b.send("version"), "\"ok\":true"));
+}
+
+TEST("a corrupt image: hello says so and nothing crashes") {
+    Bench b;
+    std::vector<uint8_t> img = b.image;
+    img[kImageHeaderSize + 3] ^= 0xFF;
+    b.device.load_model_image(img.data(), img.size(), 65536);
+    std::string r = b.send("hello");
+    CHECK(has(r, "\"ok\":false"));
+    CHECK(has(r, "model image CRC mismatch"));
+    CHECK(!has(r, "\"model\":"));
+    CHECK(has(b.send("infer 1"), "E_MODEL"));
+}
+
+TEST("profile lists every op in order and the total") {
+    Bench b;
+    std::string r = b.send("profile");
+    CHECK(has(r, "{\"index\":0,\"op\":\"CONV_2D\",\"us\":8971}"));
+    CHECK(has(r, "{\"index\":6,\"op\":\"SOFTMAX\""));
+    CHECK(has(r, "\"total_us\":62801"));
+}
+
+TEST("unknown command and extra arguments") {
+    Bench b;
+    std::string r = b.send("frobnicate 1 2");
+    CHECK(has(r, "\"cmd\":\"frobnicate\",\"code\":\"E_UNKNOWN_CMD\""));
+    CHECK(has(b.send("version 1"), "E_ARGS"));
+    CHECK(has(b.send("run 1"), "E_ARGS"));
+    CHECK(has(b.send("infer 2 1 2 9"), "E_ARGS"));
+}
+
+int main(int argc, char** argv) { return tinytest::run_all(argc, argv); }

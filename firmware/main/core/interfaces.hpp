@@ -1,0 +1,82 @@
+// The small interfaces the protocol core needs from the platform: ESP-IDF + TFLM on the board
+// (firmware/main/*.cpp), fakes on the host (firmware/host/). Nothing here includes ESP-IDF or TFLM.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hil {
+
+// The CPU cycle counter and the CPU clock it runs at (esp_cpu_get_cycle_count on the board).
+class Clock {
+public:
+    virtual ~Clock() = default;
+    virtual uint32_t cycles() = 0;  // wraps; differences are taken modulo 2^32
+    virtual uint32_t cpu_hz() = 0;  // the actual CPU frequency, used to convert cycles to microseconds
+    virtual void sleep_ms(uint32_t ms) = 0;
+};
+
+// The GPIO a scope or power analyser triggers on: high exactly around each timed Invoke().
+class MarkerPin {
+public:
+    virtual ~MarkerPin() = default;
+    virtual void set(bool high) = 0;
+    virtual int gpio() const = 0;
+};
+
+// Where reply and log lines go (the console UART on the board, stdout on the host).
+class Serial {
+public:
+    virtual ~Serial() = default;
+    virtual void write(const char* data, size_t len) = 0;
+};
+
+// Restart of the whole device after the `reset` reply (esp_restart on the board).
+class System {
+public:
+    virtual ~System() = default;
+    virtual void restart() = 0;
+};
+
+struct TensorInfo {
+    std::vector<int32_t> shape;
+    std::string dtype;  // "int8", "uint8", "int16", "float32", ...
+    float scale = 0.0f;
+    int32_t zero_point = 0;
+    uint32_t bytes = 0;
+};
+
+struct OpTiming {
+    std::string op;
+    uint32_t us = 0;
+};
+
+// The model runtime (TFLM MicroInterpreter on the board).
+class ModelRunner {
+public:
+    virtual ~ModelRunner() = default;
+    // Load a flatbuffer with an arena of `arena_bytes`; false with a one-line reason on failure
+    // (unsupported operator, arena too small, hybrid model, ...).
+    virtual bool load(const uint8_t* flatbuffer, size_t length, uint32_t arena_bytes, std::string& error) = 0;
+    // Operator names in execution order; known even when load() failed after parsing the model.
+    virtual std::vector<std::string> ops() const = 0;
+    virtual TensorInfo input() const = 0;   // bytes == 0 when unknown
+    virtual TensorInfo output() const = 0;
+    virtual uint8_t* input_data() = 0;
+    virtual const uint8_t* output_data() = 0;
+    virtual bool invoke(std::string& error) = 0;
+    // One invoke with per-operator timing (TFLM MicroProfiler on the board).
+    virtual bool profile(std::vector<OpTiming>& ops, std::string& error) = 0;
+    virtual uint32_t arena_configured() const = 0;
+    virtual uint32_t arena_used() const = 0;
+};
+
+struct BoardInfo {
+    std::string firmware = "0.1.0";
+    std::string board = "esp32";
+    std::string board_id;
+    bool simulated = false;
+};
+
+}  // namespace hil

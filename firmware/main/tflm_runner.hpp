@@ -1,0 +1,35 @@
+// The TFLite Micro model runner: MicroInterpreter over a model mapped from flash, the arena on the heap
+// (internal RAM or PSRAM by Kconfig), an op resolver generated from ops.txt, per-op timing for `profile`.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/interfaces.hpp"
+
+namespace hil::esp {
+
+class TflmRunner : public ModelRunner {
+public:
+    TflmRunner();
+    ~TflmRunner() override;
+    bool load(const uint8_t* flatbuffer, size_t length, uint32_t arena_bytes, std::string& error) override;
+    std::vector<std::string> ops() const override { return ops_; }
+    TensorInfo input() const override { return input_; }
+    TensorInfo output() const override { return output_; }
+    uint8_t* input_data() override;
+    const uint8_t* output_data() override;
+    bool invoke(std::string& error) override;
+    bool profile(std::vector<OpTiming>& ops, std::string& error) override;
+    uint32_t arena_configured() const override { return arena_bytes_; }
+    uint32_t arena_used() const override;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+    std::vector<std::string> ops_;
+    TensorInfo input_, output_;
+    uint32_t arena_bytes_ = 0;
+};
+
+}  // namespace hil::esp

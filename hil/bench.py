@@ -1,0 +1,173 @@
+"""The bench description (`bench.yaml`): boards, oscilloscope, shunt and wiring; one schema, virtual or real.
+
+`port: virtual` / `resource: virtual` select the virtual ESP32 and the simulated scope; a real bench
+names a serial port (or pyserial URL) and a VISA resource instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hil.errors import HilError
+
+VIRTUAL = "virtual"
+DEFAULT_BENCH_FILE = "bench.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ShuntConfig(_Strict):
+    """The current-sense shunt: resistance, how it is wired, and the amplifier gain if any."""
+
+    ohms: float = Field(0.05, gt=0, le=100)
+    wiring: Literal["low_side", "high_side", "amplifier"] = "low_side"
+    gain: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _gain_needs_amplifier(self) -> ShuntConfig:
+        if self.gain != 1.0 and self.wiring != "amplifier":
+            raise ValueError(f"gain {self.gain} needs wiring 'amplifier' (a bare shunt has gain 1.0)")
+        return self
+
+
+class ScopeConfig(_Strict):
+    """The oscilloscope: VISA resource (or `virtual`), driver, and which channel sees what."""
+
+    resource: str = VIRTUAL
+    driver: Literal["auto", "rigol", "rigol-mso5000", "keysight", "tektronix"] = "auto"
+    sim_dialect: Literal["rigol", "keysight"] = "rigol"
+    shunt_channel: int = Field(1, ge=1, le=4)
+    marker_channel: int = Field(2, ge=1, le=4)
+    timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_channels(self) -> ScopeConfig:
+        if self.shunt_channel == self.marker_channel:
+            raise ValueError(
+                f"shunt_channel and marker_channel are both {self.shunt_channel}; use two channels"
+            )
+        return self
+
+    @property
+    def is_virtual(self) -> bool:
+        """True for the simulated scope."""
+        return self.resource == VIRTUAL
+
+
+class BoardConfig(_Strict):
+    """One device under test: its serial port (or `virtual`) and what the firmware is configured with."""
+
+    name: str = "esp32-0"
+    chip: Literal["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"] = "esp32"
+    port: str = VIRTUAL
+    baud: int = Field(115200, ge=9600, le=5_000_000)
+    cpu_mhz: int = Field(240, ge=1, le=400)
+    marker_gpio: int = Field(4, ge=0, le=48)
+    arena_bytes: int = Field(256 * 1024, ge=1024)
+
+    @property
+    def is_virtual(self) -> bool:
+        """True for the virtual ESP32."""
+        return self.port == VIRTUAL
+
+
+class VirtualConfig(_Strict):
+    """Settings of the virtual bench only: real-time speed factor, random seed, scope input noise."""
+
+    speed: float = Field(1.0, gt=0, le=1000)
+    seed: int = 0
+    noise_vrms: float = Field(0.0002, ge=0, le=1.0)
+
+
+class BenchConfig(_Strict):
+    """A whole bench: supply, shunt, scope and boards."""
+
+    version: Literal[1] = 1
+    supply_volts: float = Field(5.0, gt=0, le=60)
+    shunt: ShuntConfig = ShuntConfig()
+    scope: ScopeConfig = ScopeConfig()
+    boards: list[BoardConfig] = Field(default_factory=lambda: [BoardConfig()], min_length=1)
+    virtual: VirtualConfig = VirtualConfig()
+
+    @model_validator(mode="after")
+    def _unique_boards(self) -> BenchConfig:
+        names = [b.name for b in self.boards]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"board names must be unique, repeated: {', '.join(dup)}")
+        return self
+
+    @property
+    def is_virtual(self) -> bool:
+        """True when any part of the bench is simulated (its figures are then labelled simulated)."""
+        return self.scope.is_virtual or any(b.is_virtual for b in self.boards)
+
+    def board(self, name: str | None = None) -> BoardConfig:
+        """The named board, or the first one."""
+        if name is None:
+            return self.boards[0]
+        for b in self.boards:
+            if b.name == name:
+                return b
+        raise HilError(
+            f"no board named {name!r} in the bench; boards: {', '.join(b.name for b in self.boards)}"
+        )
+
+
+def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of `loc` (for an 'extra key' error)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        current = args[0] if args and isinstance(args[0], type) and issubclass(args[0], BaseModel) else ann
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    msg = err.get("msg", "invalid").removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        allowed = _allowed(BenchConfig, loc)
+        msg = f"unknown key; allowed keys: {', '.join(allowed)}"
+    elif "input" in err and err.get("type") != "missing" and not isinstance(err["input"], dict | list):
+        msg = f"{msg} (got {err['input']!r})"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def parse_bench(data: dict[str, Any] | None, source: str = DEFAULT_BENCH_FILE) -> BenchConfig:
+    """Validate a bench mapping; errors are one HilError line naming the file, the key and allowed values."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise HilError(f"{source}: the bench file must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return BenchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise HilError(_format(exc, source)) from None
+
+
+def load_bench(path: str | Path = DEFAULT_BENCH_FILE) -> BenchConfig:
+    """Read and validate a bench file."""
+    p = Path(path)
+    if not p.is_file():
+        raise HilError(f"{p}: bench file not found; pass --bench PATH or create it (see bench.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise HilError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_bench(data, str(p))

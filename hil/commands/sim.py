@@ -1,0 +1,83 @@
+"""`hil sim`: run the virtual bench alone (virtual ESP32 + simulated scope) until Ctrl-C.
+
+Prints the board's serial port and the scope's VISA resource so any tool can talk to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from hil.bench import DEFAULT_BENCH_FILE, BenchConfig, load_bench
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `hil sim` to the CLI."""
+    p = subparsers.add_parser(
+        "sim",
+        help="run the virtual bench (virtual ESP32 + simulated scope) until Ctrl-C",
+        description="Start the virtual bench of the bench file and print the board's serial port and the "
+        "scope's VISA resource. Every figure it produces is simulated.",
+    )
+    p.add_argument("--bench", default=None, help=f"bench file (default: {DEFAULT_BENCH_FILE} if present)")
+    p.add_argument("--board", default=None, help="board name in the bench file (default: the first)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a .tflite model to flash on the virtual board (default: the TFLM sine demo model)",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="real-time factor (default: the bench file's virtual.speed; 1.0 = ESP32 timing)",
+    )
+    p.add_argument(
+        "--tcp-port", type=int, default=0, help="TCP port for socket:// access (default: a free one)"
+    )
+    p.add_argument("--no-scope", action="store_true", help="start the board only")
+    p.set_defaults(func=run)
+
+
+def _config(path: str | None) -> tuple[BenchConfig, str]:
+    if path is not None:
+        return load_bench(path), path
+    if Path(DEFAULT_BENCH_FILE).is_file():
+        return load_bench(DEFAULT_BENCH_FILE), DEFAULT_BENCH_FILE
+    return BenchConfig(), "built-in defaults"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the virtual bench, print how to reach it, serve until interrupted."""
+    from hil.sim.bench import VirtualBench, default_model_path
+
+    config, source = _config(args.bench)
+    model = Path(args.model) if args.model else default_model_path()
+    bench = VirtualBench(config, model, board=args.board, speed=args.speed, scope=not args.no_scope)
+    bench.start(tcp_port=args.tcp_port)
+    try:
+        b = bench.board
+        print(f"virtual bench from {source} -- all figures it produces are SIMULATED", flush=True)
+        print(f"board:    {bench.board_config.name} ({b.board}, {b.cpu_mhz} MHz, speed x{b.speed:g})")
+        print(f"model:    {model} ({'ok' if b.model_error is None else 'E_MODEL: ' + b.model_error})")
+        print(f"serial:   {bench.port}")
+        print(f"socket:   {bench.url}")
+        if bench.resource:
+            sc = config.scope
+            print(
+                f"scope:    {bench.resource} ({sc.sim_dialect} dialect; "
+                f"CH{sc.shunt_channel} shunt {config.shunt.ohms} ohm, CH{sc.marker_channel} marker)"
+            )
+        baud = bench.board_config.baud
+        print(f"try:      python -m serial.tools.miniterm {bench.port} {baud}  (type hello)")
+        if bench.resource:
+            print(f"          pyvisa-shell -b py   (open {bench.resource}, query *IDN?)")
+        print("Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("virtual bench stopped", flush=True)
+        return 0
+    finally:
+        bench.stop()

@@ -1,0 +1,636 @@
+"""Host client of the HIL device protocol (docs/protocol.md, version 1) over any pyserial port or URL.
+
+One command per line, one `@hil {json}` reply per command; other lines are device log. The client
+resynchronises after garbage, a timeout or a board reset (re-handshake, re-issue once).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import statistics
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from hil.errors import HilError
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1024
+CHUNK_MAX_BYTES = 750
+REPLY_PREFIX = "@hil "
+READY_MARK = "hil-ready"
+MAX_INFERENCE_S = 10.0  # the longest inference the firmware accepts (spec, "Timeouts")
+DEVICE_DEADLINE_S = 1.0  # reply deadline of the quick commands
+UPLOAD_ERRORS = ("E_BASE64", "E_CRC", "E_STATE", "E_LENGTH")
+T = TypeVar("T")
+
+
+class DutError(HilError):
+    """The device answered with an error, or the link failed; carries the last lines seen."""
+
+    def __init__(self, message: str, *, code: str | None = None, lines: list[str] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.lines = list(lines or [])
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.lines:
+            return base
+        return f"{base} (last lines: {' | '.join(self.lines[-5:])})"
+
+
+class DutTimeout(DutError):
+    """The device did not reply within the protocol's deadline plus the transport margin."""
+
+
+class _Garbage(Exception):
+    """A reply-like line that is not a valid reply to anything this client sent (internal)."""
+
+
+class _BoardReset(Exception):
+    """A `hil-ready` line arrived while waiting for a reply (internal)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape, dtype and quantization of the model's input or output tensor."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+    bytes: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TensorSpec:
+        """Build from the `input`/`output` object of a `hello` reply."""
+        return cls(
+            tuple(int(x) for x in d["shape"]),
+            str(d["dtype"]),
+            float(d.get("scale", 0.0)),
+            int(d.get("zero_point", 0)),
+            int(d["bytes"]),
+        )
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """Identity of the flatbuffer the device runs."""
+
+    crc32: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The `hello` reply: device, firmware, model, arena; `model_error` is set when the model is unusable."""
+
+    protocol: int
+    firmware: str
+    board: str
+    board_id: str
+    simulated: bool
+    cpu_mhz: int
+    marker_gpio: int
+    model: ModelId | None
+    arena_configured: int | None
+    arena_used: int | None
+    input: TensorSpec | None
+    output: TensorSpec | None
+    ops: tuple[str, ...]
+    model_error: str | None = None
+    model_error_code: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Hello:
+        """Build from a `hello` reply (ok or E_MODEL)."""
+        model = d.get("model") or None
+        arena = d.get("arena") or {}
+        return cls(
+            protocol=int(d["protocol"]),
+            firmware=str(d.get("firmware", "")),
+            board=str(d.get("board", "")),
+            board_id=str(d.get("board_id", "")),
+            simulated=bool(d.get("simulated", False)),
+            cpu_mhz=int(d.get("cpu_mhz", 0)),
+            marker_gpio=int(d.get("marker_gpio", -1)),
+            model=ModelId(str(model["crc32"]), str(model["sha256"]), int(model["bytes"])) if model else None,
+            arena_configured=arena.get("configured"),
+            arena_used=arena.get("used"),
+            input=TensorSpec.from_json(d["input"]) if d.get("input") else None,
+            output=TensorSpec.from_json(d["output"]) if d.get("output") else None,
+            ops=tuple(d.get("ops") or ()),
+            model_error=None if d.get("ok") else str(d.get("error", "unknown model error")),
+            model_error_code=None if d.get("ok") else str(d.get("code", "E_MODEL")),
+        )
+
+    @property
+    def model_ok(self) -> bool:
+        """True when the device has a usable model."""
+        return self.model_error is None
+
+
+@dataclass(frozen=True)
+class Version:
+    """The `version` reply."""
+
+    protocol: int
+    firmware: str
+    board: str
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """Per-inference latencies of `infer N W GAP_MS` (cycle counter, microseconds) and their statistics."""
+
+    n: int
+    warmup: int
+    gap_ms: int
+    latency_us: tuple[int, ...]
+    mean_us: float
+    min_us: int
+    max_us: int
+    std_us: float
+    cpu_mhz: int
+
+    @property
+    def latency_ms(self) -> np.ndarray:
+        """Latencies in milliseconds."""
+        return np.asarray(self.latency_us, dtype=float) / 1000.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Output tensor (raw bytes, CRC-checked) and latency of one `run`."""
+
+    latency_us: int
+    output: bytes
+    output_crc32: str
+    dtype: str
+
+    def array(self, spec: TensorSpec | None = None) -> np.ndarray:
+        """The output as a numpy array in its dtype (shaped when `spec` is given)."""
+        arr = np.frombuffer(self.output, dtype=np.dtype(self.dtype))
+        return arr.reshape(spec.shape) if spec is not None else arr
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """Time of one operator in a `profile` reply."""
+
+    index: int
+    op: str
+    us: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-operator time of one inference."""
+
+    ops: tuple[OpTime, ...]
+    total_us: int
+
+
+def crc32_hex(data: bytes) -> str:
+    """IEEE CRC32 as 8 lowercase hex digits, the protocol's wire format."""
+    return f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+
+
+def reply_deadline_s(command: str, last_latency_s: float | None = None) -> float:
+    """The device's reply deadline for a command line, per the spec's timeout table."""
+    tokens = command.split()
+    name = tokens[0] if tokens else ""
+    if name in ("run", "profile"):
+        return DEVICE_DEADLINE_S + MAX_INFERENCE_S
+    if name == "infer":
+        try:
+            n = int(tokens[1])
+            w = int(tokens[2]) if len(tokens) > 2 else 0
+            gap_s = (int(tokens[3]) if len(tokens) > 3 else 0) / 1000.0
+        except (IndexError, ValueError):
+            return DEVICE_DEADLINE_S
+        per = 2.0 * last_latency_s if last_latency_s else MAX_INFERENCE_S
+        return DEVICE_DEADLINE_S + (n + w) * per + n * gap_s
+    return DEVICE_DEADLINE_S
+
+
+def parse_reply(line: str) -> dict[str, Any] | None:
+    """The JSON object of a reply line, or None when the line is not a well-formed reply."""
+    at = line.find(REPLY_PREFIX + "{")
+    if at < 0:
+        return None
+    try:
+        obj = json.loads(line[at + len(REPLY_PREFIX) :])
+    except ValueError:
+        return None
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("ok"), bool)
+        or not isinstance(obj.get("cmd"), str)
+    ):
+        return None
+    return obj
+
+
+def _looks_like_reply(line: str) -> bool:
+    return "@hil" in line or '"ok":' in line or '"cmd":' in line
+
+
+class DutClient:
+    """A device under test speaking the HIL protocol on a serial port, pty path or pyserial URL.
+
+    `open()` flushes input and handshakes (`hello`); `hello_info` then holds the device description.
+    """
+
+    def __init__(
+        self,
+        port: str | Any,
+        *,
+        baudrate: int = 115200,
+        margin_s: float = 1.0,
+        on_log: Callable[[str], None] | None = None,
+        history: int = 50,
+    ):
+        self.port = port
+        self.baudrate = baudrate
+        self.margin_s = margin_s
+        self.on_log = on_log
+        self.log: list[str] = []
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=history)
+        self.hello_info: Hello | None = None
+        self.resyncs = 0
+        self.last_latency_s: float | None = None
+        self._ser: Any = None
+        self._buf = bytearray()
+        self._sent: set[str] = set()
+
+    # -- connection -------------------------------------------------------------------------------
+    def open(self) -> DutClient:
+        """Open the port, discard pending input and handshake; refuse a protocol other than 1."""
+        import serial
+
+        if isinstance(self.port, str):
+            try:
+                self._ser = serial.serial_for_url(
+                    self.port, baudrate=self.baudrate, timeout=0.02, write_timeout=5
+                )
+            except (serial.SerialException, OSError, ValueError) as exc:
+                raise DutError(
+                    f"cannot open serial port {self.port}: {exc}; check the port in bench.yaml"
+                ) from None
+        else:
+            self._ser = self.port
+        self._ser.reset_input_buffer()
+        self._buf.clear()
+        self.handshake()
+        return self
+
+    def close(self) -> None:
+        """Close the port (only when this client opened it)."""
+        if self._ser is not None and isinstance(self.port, str):
+            self._ser.close()
+        self._ser = None
+
+    def __enter__(self) -> DutClient:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- line I/O ---------------------------------------------------------------------------------
+    def _note(self, line: str, *, is_log: bool) -> None:
+        self.last_lines.append(line)
+        if is_log:
+            self.log.append(line)
+            if self.on_log is not None:
+                self.on_log(line)
+
+    def _readline(self, deadline: float) -> str | None:
+        """The next line from the device, or None at the deadline."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                raw = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                waiting = self._ser.in_waiting
+                chunk = self._ser.read(waiting or 1)
+            except Exception as exc:  # serial.SerialException, OSError: the port went away
+                raise DutError(
+                    f"serial port {self.port} failed: {exc}", lines=list(self.last_lines)
+                ) from None
+            if chunk:
+                self._buf.extend(chunk)
+
+    def _send(self, line: str) -> None:
+        data = line.encode("ascii") + b"\n"
+        if len(data) - 1 > MAX_LINE_BYTES:
+            raise DutError(
+                f"command line of {len(data) - 1} bytes exceeds the protocol limit of {MAX_LINE_BYTES}"
+            )
+        self._sent.add(line.split(" ", 1)[0])
+        try:
+            self._ser.write(data)
+            self._ser.flush()
+        except Exception as exc:
+            raise DutError(
+                f"cannot write to serial port {self.port}: {exc}", lines=list(self.last_lines)
+            ) from None
+
+    def _await_reply(self, name: str, timeout_s: float) -> dict[str, Any]:
+        """Wait for the reply to command `name`; skip stale replies, log other lines."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            line = self._readline(deadline)
+            if line is None:
+                raise DutTimeout(
+                    f"no reply to '{name}' within {timeout_s:.1f} s; is the board running the "
+                    "HIL firmware and the port right?",
+                    lines=list(self.last_lines),
+                )
+            reply = parse_reply(line)
+            if reply is None:
+                if READY_MARK in line:
+                    self._note(line, is_log=True)
+                    raise _BoardReset(line)
+                if _looks_like_reply(line):
+                    self._note(line, is_log=True)
+                    raise _Garbage(line)
+                self._note(line, is_log=True)
+                continue
+            self._note(line, is_log=False)
+            if reply["cmd"] == name:
+                return reply
+            if reply["cmd"] in self._sent and reply["cmd"] != "?":
+                continue  # a late reply to an earlier command: stale
+            raise _Garbage(line)  # a reply to a command we never sent: our line was corrupted
+
+    def _exchange(self, line: str, timeout_s: float) -> dict[str, Any]:
+        self._send(line)
+        return self._await_reply(line.split(" ", 1)[0], timeout_s)
+
+    def _drain(self, quiet_s: float = 0.05) -> None:
+        """Read and log whatever the device still sends, until it is quiet."""
+        while True:
+            line = self._readline(time.monotonic() + quiet_s)
+            if line is None:
+                self._buf.clear()
+                return
+            self._note(line, is_log=parse_reply(line) is None)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def handshake(self) -> Hello:
+        """Send `hello` (once more after garbage, a timeout or a reset) and check the protocol version."""
+        if self._ser is None:
+            raise DutError("DutClient is not open; call open() or use it as a context manager")
+        for attempt in range(2):
+            try:
+                return self._accept_hello(self._exchange("hello", DEVICE_DEADLINE_S + self.margin_s))
+            except (_Garbage, _BoardReset, DutTimeout) as exc:
+                if attempt == 1:
+                    raise self._failure("hello", exc) from None
+                self._drain()
+        raise AssertionError("unreachable")
+
+    def _accept_hello(self, reply: dict[str, Any]) -> Hello:
+        proto = reply.get("protocol")
+        if not isinstance(proto, int):
+            raise _Garbage(f"hello reply without an integer protocol: {proto!r}")
+        if proto != PROTOCOL_VERSION:
+            raise DutError(
+                f"device on {self.port} speaks protocol {proto!r}, this host needs {PROTOCOL_VERSION}; "
+                "flash matching firmware",
+                lines=list(self.last_lines),
+            )
+        if not reply.get("ok") and reply.get("code") != "E_MODEL":
+            raise DutError(
+                f"hello failed: {reply.get('error')}", code=reply.get("code"), lines=list(self.last_lines)
+            )
+        try:
+            self.hello_info = Hello.from_json(reply)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _Garbage(f"hello reply lacks or garbles {exc}") from None
+        return self.hello_info
+
+    def _resync(self) -> None:
+        self.resyncs += 1
+        self._drain()
+        self._accept_hello(self._exchange("hello", DEVICE_DEADLINE_S + self.margin_s))
+
+    def _failure(self, line: str, exc: Exception) -> DutError:
+        what = line[:40]
+        if isinstance(exc, DutTimeout):
+            return DutTimeout(
+                f"'{what}' failed after resynchronisation: {exc.args[0]}", lines=list(self.last_lines)
+            )
+        return DutError(
+            f"'{what}' failed after resynchronisation: unreadable reply {str(exc)[:80]!r}",
+            lines=list(self.last_lines),
+        )
+
+    def request(
+        self, line: str, timeout_s: float | None = None, parse: Callable[[dict[str, Any]], T] | None = None
+    ) -> Any:
+        """Send one command line and return its reply (or `parse(reply)`); raise DutError on an error reply.
+
+        A reply that `parse` cannot read (KeyError/TypeError/ValueError) counts as garbage. After garbage, a
+        timeout or a board reset the client re-handshakes and re-issues the line once.
+        """
+        if self._ser is None:
+            raise DutError("DutClient is not open; call open() or use it as a context manager")
+        if timeout_s is None:
+            timeout_s = reply_deadline_s(line, self.last_latency_s) + self.margin_s
+        for attempt in range(2):
+            try:
+                if attempt == 1:
+                    self._resync()
+                reply = self._exchange(line, timeout_s)
+                if not reply["ok"]:
+                    raise DutError(
+                        f"device error {reply.get('code')} on '{line[:40]}': {reply.get('error')}",
+                        code=reply.get("code"),
+                        lines=list(self.last_lines),
+                    )
+                if parse is None:
+                    return reply
+                try:
+                    return parse(reply)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise _Garbage(f"{line.split(' ', 1)[0]} reply lacks or garbles {exc}") from None
+            except (_Garbage, _BoardReset, DutTimeout) as exc:
+                if attempt == 1:
+                    raise self._failure(line, exc) from None
+        raise AssertionError("unreachable")
+
+    def version(self) -> Version:
+        """Cheap liveness check."""
+
+        def parse(r: dict[str, Any]) -> Version:
+            if r["protocol"] != PROTOCOL_VERSION:
+                raise ValueError(f"protocol {r['protocol']!r}")
+            return Version(int(r["protocol"]), str(r["firmware"]), str(r["board"]))
+
+        return self.request("version", parse=parse)
+
+    def hello(self) -> Hello:
+        """Re-read the device description (model, arena, tensors)."""
+        return self.handshake()
+
+    def require_model(self) -> Hello:
+        """The hello info, raising DutError when the device has no usable model."""
+        info = self.hello_info or self.hello()
+        if not info.model_ok:
+            raise DutError(
+                f"device on {self.port} has no usable model: {info.model_error}",
+                code=info.model_error_code,
+                lines=list(self.last_lines),
+            )
+        return info
+
+    def infer(self, n: int, warmup: int = 0, gap_ms: int = 0) -> InferResult:
+        """`n` timed inferences after `warmup` untimed ones, with `gap_ms` idle after each timed one."""
+
+        def parse(r: dict[str, Any]) -> InferResult:
+            lat = tuple(int(x) for x in r["latency_us"])
+            if len(lat) != n or int(r["n"]) != n:
+                raise ValueError(f"{len(lat)} latencies for n={n}")
+            return InferResult(
+                int(r["n"]),
+                int(r["warmup"]),
+                int(r["gap_ms"]),
+                lat,
+                float(r["mean_us"]),
+                int(r["min_us"]),
+                int(r["max_us"]),
+                float(r["std_us"]),
+                int(r["cpu_mhz"]),
+            )
+
+        result: InferResult = self.request(f"infer {n} {warmup} {gap_ms}", parse=parse)
+        self.last_latency_s = max(result.latency_us) / 1e6
+        return result
+
+    def upload(self, data: bytes) -> str:
+        """Load one input tensor (`input` + `data` chunks); retry the whole upload once if it is lost."""
+        crc = crc32_hex(data)
+
+        def done(r: dict[str, Any]) -> bool:
+            if r.get("complete") and r.get("crc32") != crc:
+                raise ValueError(f"completion CRC {r.get('crc32')!r}")
+            return bool(r.get("complete"))
+
+        for attempt in range(2):
+            try:
+                self.request(f"input {len(data)} {crc}")
+                complete = False
+                for off in range(0, len(data), CHUNK_MAX_BYTES):
+                    chunk = base64.b64encode(data[off : off + CHUNK_MAX_BYTES]).decode("ascii")
+                    complete = self.request(f"data {chunk}", parse=done)
+                if not complete:
+                    raise DutError(
+                        f"upload of {len(data)} bytes did not complete",
+                        code="E_STATE",
+                        lines=list(self.last_lines),
+                    )
+                return crc
+            except DutError as exc:
+                if attempt == 1 or exc.code not in UPLOAD_ERRORS or isinstance(exc, DutTimeout):
+                    raise
+        raise AssertionError("unreachable")
+
+    def run(self) -> RunResult:
+        """One inference on the uploaded input; an output failing its CRC is garbage (resync, retry)."""
+
+        def parse(r: dict[str, Any]) -> RunResult:
+            out = base64.b64decode(r["output"], validate=True)
+            if crc32_hex(out) != r["output_crc32"]:
+                raise ValueError("output CRC mismatch")
+            return RunResult(int(r["latency_us"]), out, str(r["output_crc32"]), str(r["dtype"]))
+
+        result: RunResult = self.request("run", parse=parse)
+        self.last_latency_s = result.latency_us / 1e6
+        return result
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Upload `x` (already in the input dtype) and return the device's output tensor."""
+        info = self.require_model()
+        assert info.input is not None and info.output is not None
+        arr = np.ascontiguousarray(x, dtype=np.dtype(info.input.dtype))
+        if arr.nbytes != info.input.bytes:
+            raise DutError(
+                f"input of {arr.nbytes} bytes does not match the model input "
+                f"{list(info.input.shape)} {info.input.dtype} ({info.input.bytes} bytes)"
+            )
+        self.upload(arr.tobytes())
+        return self.run().array(info.output)
+
+    def profile(self) -> Profile:
+        """Per-operator time of one inference."""
+
+        def parse(r: dict[str, Any]) -> Profile:
+            ops = tuple(OpTime(int(o["index"]), str(o["op"]), int(o["us"])) for o in r["ops"])
+            return Profile(ops, int(r["total_us"]))
+
+        result: Profile = self.request("profile", parse=parse)
+        self.last_latency_s = result.total_us / 1e6
+        return result
+
+    def reset(self, boot_timeout_s: float = 5.0) -> Hello:
+        """Restart the device, wait for its `hil-ready` line and handshake again."""
+        self.request("reset")
+        deadline = time.monotonic() + boot_timeout_s
+        while True:
+            line = self._readline(deadline)
+            if line is None:
+                raise DutTimeout(
+                    f"no '{READY_MARK}' within {boot_timeout_s:.0f} s after reset",
+                    lines=list(self.last_lines),
+                )
+            self._note(line, is_log=True)
+            if READY_MARK in line:
+                break
+        return self.handshake()
+
+
+def latency_stats(latency_us: list[int] | tuple[int, ...]) -> dict[str, float]:
+    """mean/min/max/population std of latencies, as the device reports them."""
+    return {
+        "mean_us": round(statistics.fmean(latency_us), 1),
+        "min_us": int(min(latency_us)),
+        "max_us": int(max(latency_us)),
+        "std_us": round(statistics.pstdev(latency_us), 1) if len(latency_us) > 1 else 0.0,
+    }
+
+
+__all__ = [
+    "CHUNK_MAX_BYTES",
+    "MAX_LINE_BYTES",
+    "PROTOCOL_VERSION",
+    "DutClient",
+    "DutError",
+    "DutTimeout",
+    "Hello",
+    "InferResult",
+    "ModelId",
+    "OpTime",
+    "Profile",
+    "RunResult",
+    "TensorSpec",
+    "Version",
+    "crc32_hex",
+    "latency_stats",
+    "parse_reply",
+    "reply_deadline_s",
+]

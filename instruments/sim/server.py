@@ -1,0 +1,257 @@
+"""`ScopeSimulator`: a SCPI oscilloscope on a raw TCP socket (`TCPIP0::127.0.0.1::<port>::SOCKET`).
+
+One thread accepts connections, one thread serves each connection; the acquisition state is per instance
+and shared by its connections (a reconnecting driver finds its record again). Faults are injected
+through `server.faults`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from instruments.ieee488 import encode_block
+from instruments.sim.acquisition import Acquisition
+from instruments.sim.dialects import build_keysight, build_rigol, keysight_adc, rigol_adc
+from instruments.sim.scpi import UnknownCommand
+from instruments.sim.signals import SignalSource
+
+#: Default identity per (dialect, ADC bits): models whose drivers expect that dialect and resolution.
+DEFAULT_IDN = {
+    ("rigol", 8): "RIGOL TECHNOLOGIES,DS1104Z,DS1ZA000000001,00.04.05.SP2",
+    ("rigol", 12): "RIGOL TECHNOLOGIES,DHO924,DHO9A000000001,00.01.03",
+    ("keysight", 8): "KEYSIGHT TECHNOLOGIES,DSOX3024T,MY00000001,07.50.2021102830",
+    ("keysight", 14): "KEYSIGHT TECHNOLOGIES,HD304MSO,MY00000002,01.02.2023",
+}
+
+
+@dataclass
+class Faults:
+    """Faults to inject; change them at any time while the server runs.
+
+    `drop_connection_after_bytes`: close the connection after sending that many bytes of the next block
+    answer(s), `drops` times. `truncate_next_block`: send only half of the next block's payload and
+    keep quiet. `never_trigger`: armed acquisitions never find their edge.
+    """
+
+    delay_s: float = 0.0
+    drop_connection_after_bytes: int | None = None
+    drops: int = 1
+    truncate_next_block: bool = False
+    truncate_all_blocks: bool = False
+    never_trigger: bool = False
+    idn_override: str | None = None
+
+
+class _Block(bytes):
+    """A response that is an IEEE 488.2 block (subject to the block faults)."""
+
+
+class ScopeSimulator:
+    """A Rigol- or Keysight-dialect oscilloscope fed by a `SignalSource`, served on 127.0.0.1."""
+
+    def __init__(self, dialect: str = "rigol", source: SignalSource | None = None, adc_bits: int = 8,
+                 noise_vrms: float = 0.0, host: str = "127.0.0.1", port: int = 0, *, idn: str | None = None,
+                 seed: int | None = None) -> None:
+        if dialect not in ("rigol", "keysight"):
+            raise ValueError(f"simulator dialect must be 'rigol' or 'keysight', got {dialect!r}")
+        if idn is None and (dialect, adc_bits) not in DEFAULT_IDN:
+            bits = sorted(b for d, b in DEFAULT_IDN if d == dialect)
+            raise ValueError(f"the {dialect} simulator emulates ADCs of {bits} bits, "
+                             f"got adc_bits={adc_bits}; "
+                             "pass idn= to emulate another model")
+        self.dialect = dialect
+        self.idn = idn or DEFAULT_IDN[(dialect, adc_bits)]
+        model = self.idn.split(",")[1].strip().upper() if "," in self.idn else ""
+        divisions = 12 if dialect == "rigol" and model.startswith(("DS1", "MSO1")) else 10
+        adc = rigol_adc(adc_bits) if dialect == "rigol" else keysight_adc(adc_bits)
+        self.acq = Acquisition(source, adc, noise_vrms=noise_vrms, divisions=divisions, seed=seed)
+        self.faults = Faults()
+        self.host, self._port = host, port
+        self.commands: deque[str] = deque(maxlen=10_000)  # every line received, for tests and debugging
+        self.unknown: list[str] = []  # headers no handler matched
+        self.errors: deque[str] = deque(maxlen=32)
+        self._table = build_rigol(self) if dialect == "rigol" else build_keysight(self)
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()
+        self._stop = threading.Event()
+        self._local = threading.local()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    @property
+    def source(self) -> SignalSource | None:
+        return self.acq.source
+
+    @source.setter
+    def source(self, value: SignalSource | None) -> None:
+        self.acq.source = value
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1] if self._listener else self._port
+
+    @property
+    def resource(self) -> str:
+        """The VISA resource string of the running server."""
+        return f"TCPIP0::{self.host}::{self.port}::SOCKET"
+
+    def start(self) -> ScopeSimulator:
+        """Bind (port 0 = a free port) and serve in background threads."""
+        if self._listener is not None:
+            return self
+        self._stop.clear()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self._port))
+        listener.listen(8)
+        listener.settimeout(0.1)
+        self._listener = listener
+        thread = threading.Thread(target=self._accept_loop, name=f"scope-sim-{self.port}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every connection."""
+        self._stop.set()
+        for conn in list(self._conns):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        self._threads.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __enter__(self) -> ScopeSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- helpers used by the dialects -----------------------------------------------------------
+    def block(self, payload: bytes) -> bytes:
+        return _Block(encode_block(payload))
+
+    def pop_error(self, none: str) -> str:
+        return self.errors.popleft() if self.errors else none
+
+    def poll_state(self) -> str:
+        """Advance the acquisition to now and return the Rigol-style state (WAIT, TD, RUN, STOP)."""
+        with self.acq.lock:
+            self.acq.never_trigger = self.faults.never_trigger
+            return self.acq.advance()
+
+    def wait_until_complete(self) -> bool:
+        """Hold this connection until the armed acquisition completes; False if the client went away."""
+        sock = getattr(self._local, "sock", None)
+        while not self._stop.is_set():
+            with self.acq.lock:
+                self.acq.never_trigger = self.faults.never_trigger
+                self.acq.advance()
+                if not self.acq.busy():
+                    return True
+                end = self.acq.window_end()
+            pause = 0.01 if end is None else min(0.01, max(end - time.monotonic(), 0.0005))
+            if sock is not None and _peer_closed(sock, pause):
+                return False
+            if sock is None:
+                time.sleep(pause)
+        return False
+
+    # ---- serving --------------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns.add(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _serve(self, conn: socket.socket) -> None:
+        self._local.sock = conn
+        buf = bytearray()
+        try:
+            while not self._stop.is_set():
+                r, _, _ = select.select([conn], [], [], 0.1)
+                if not r:
+                    continue
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, _, rest = bytes(buf).partition(b"\n")
+                    buf = bytearray(rest)
+                    text = line.decode("ascii", "replace").strip()
+                    if text and not self._handle(conn, text):
+                        return
+        except OSError:
+            return
+        finally:
+            self._conns.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _handle(self, conn: socket.socket, line: str) -> bool:
+        """Run one command; send its answer. False when the connection must end (a drop fault)."""
+        self.commands.append(line)
+        try:
+            with self.acq.lock if not _is_waiting(line) else contextlib.nullcontext():
+                response = self._table.dispatch(line)
+        except UnknownCommand:
+            self.unknown.append(line)
+            self.errors.append(f'-113,"Undefined header; {line}"')
+            return True
+        except Exception as exc:  # a bad parameter must not kill the connection, as on a real scope
+            self.errors.append(f'-224,"Illegal parameter value; {line}: {exc}"')
+            return True
+        if response is None:
+            return True
+        if self.faults.delay_s:
+            time.sleep(self.faults.delay_s)
+        f = self.faults
+        if isinstance(response, _Block):
+            if f.drop_connection_after_bytes is not None and f.drops > 0:
+                f.drops -= 1
+                conn.sendall(response[: f.drop_connection_after_bytes])
+                return False
+            if f.truncate_next_block or f.truncate_all_blocks:
+                f.truncate_next_block = False
+                header_len = 2 + int(response[1:2])
+                payload_len = len(response) - header_len - 1
+                conn.sendall(response[: header_len + payload_len // 2])
+                return True
+        conn.sendall(response)
+        return True
+
+
+def _is_waiting(line: str) -> bool:
+    """Commands that block until an acquisition completes run without holding the state lock."""
+    head = line.split(" ", 1)[0].upper()
+    return head in ("*OPC?", "*WAI")
+
+
+def _peer_closed(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to `timeout` for the socket; True if the peer closed it (readable with no data)."""
+    r, _, _ = select.select([sock], [], [], timeout)
+    if not r:
+        return False
+    try:
+        closed = sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+    if not closed:
+        time.sleep(timeout)  # data is waiting behind us: keep holding without spinning
+    return closed

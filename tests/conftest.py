@@ -1,0 +1,81 @@
+"""Shared test fixtures: a tiny but real variant matrix built once per session by the real factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+# A small reference CNN with short training: every recipe and mode runs for real, in about a minute.
+TINY_CONFIG = {
+    "version": 1,
+    "seed": 0,
+    "model": {"filters": [4, 8, 8], "dense_units": [16, 16]},
+    "training": {"epochs": 4, "batch_size": 32, "learning_rate": 3.0e-3},
+    "representative_samples": 50,
+    "recipes": {
+        "baseline": {"kind": "baseline"},
+        "pruned": {"kind": "pruned", "target_sparsity": 0.5, "epochs": 2, "learning_rate": 1.0e-4},
+        "qat": {"kind": "qat", "epochs": 1, "learning_rate": 1.0e-4},
+        "clustered": {"kind": "clustered", "clusters": 8, "epochs": 1, "learning_rate": 1.0e-4},
+        "distilled": {
+            "kind": "distilled",
+            "student": {"filters": [4, 4, 8], "dense_units": [8, 8]},
+            "epochs": 4,
+            "learning_rate": 3.0e-3,
+        },
+    },
+    "variants": {
+        "baseline": ["no_opt", "dynamic", "float16", "int_fallback", "int8"],
+        "pruned": ["int8"],
+        "qat": ["int8"],
+        "clustered": ["int8", "int8_lut"],
+        "distilled": ["int8"],
+    },
+    "aliases": {"cnn_not_optimised-int8_quant": "baseline-int8"},
+}
+TINY_LIMITS = {"limit_train": 600, "limit_test": 150}
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny variant matrix as a real YAML file."""
+    path = tmp_path_factory.mktemp("config") / "variants.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """Build the tiny matrix once: (artifact folder, metrics table)."""
+    from models.factory import build
+
+    root = tmp_path_factory.mktemp("factory")
+    table = build(
+        tiny_config,
+        root / "models",
+        "digits",
+        cache_dir=root / "cache",
+        progress=lambda _: None,
+        **TINY_LIMITS,
+    )
+    return root / "models", table
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tiny_build: tuple[Path, pd.DataFrame]) -> dict[str, Path]:
+    """Variant name -> .tflite file of the tiny matrix (baseline-no_opt, baseline-int8, ...)."""
+    out, table = tiny_build
+    return {name: out / f"{name}.tflite" for name in table["variant"]}
+
+
+@pytest.fixture(scope="session")
+def digits_test() -> tuple[np.ndarray, np.ndarray]:
+    """The 397-image digits test split: x float32 [N, 32, 32, 1] in [0, 1], y int labels."""
+    from models.datasets import load
+
+    ds = load("digits")
+    return ds.x_test, ds.y_test

@@ -1,0 +1,147 @@
+"""Fixtures for the firmware tests: the host build of the portable core (cached by source hash) and a
+line-by-line driver of its protocol executable."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_DIR = ROOT / "firmware" / "host"
+CORE_DIR = ROOT / "firmware" / "main" / "core"
+BUILD_DIR = HOST_DIR / "build"
+
+
+@dataclass(frozen=True)
+class HostCore:
+    """Paths of the host build: the protocol executable and the C++ unit-test binary."""
+
+    host: Path
+    tests: Path
+
+
+def _sources_hash() -> str:
+    h = hashlib.sha256()
+    files = [p for p in sorted(HOST_DIR.iterdir()) if p.is_file()] + sorted(CORE_DIR.iterdir())
+    for path in files:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _build() -> HostCore:
+    missing = [tool for tool in ("g++", "cmake", "make") if shutil.which(tool) is None]
+    if missing:
+        message = (
+            f"host build of firmware/main/core needs {', '.join(missing)} (apt-get install g++ cmake make)"
+        )
+        if sys.platform.startswith("linux"):
+            pytest.fail(message)
+        pytest.skip(message + f"; not available on {sys.platform}")
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    result = HostCore(BUILD_DIR / "hil_core_host", BUILD_DIR / "hil_core_tests")
+    stamp = BUILD_DIR / ".sources-sha256"
+    digest = _sources_hash()
+    with open(BUILD_DIR / ".lock", "w") as lock:  # pytest-xdist workers build once, one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == digest and result.host.exists() and result.tests.exists():
+            return result
+        steps = [
+            ["cmake", "-S", str(HOST_DIR), "-B", str(BUILD_DIR), "-DCMAKE_BUILD_TYPE=Debug"],
+            ["cmake", "--build", str(BUILD_DIR), "-j", str(os.cpu_count() or 2)],
+        ]
+        for cmd in steps:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                pytest.fail(
+                    f"host build failed: {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+                )
+        stamp.write_text(digest)
+    return result
+
+
+@pytest.fixture(scope="session")
+def host_core() -> HostCore:
+    """The host build of the firmware's portable core (built once per source change)."""
+    return _build()
+
+
+class CoreProcess:
+    """hil_core_host on pipes: send a line, read the next `@hil` reply (log lines are kept apart)."""
+
+    def __init__(self, exe: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.buf = b""
+        self.log: list[str] = []
+
+    def send(self, line: str | bytes) -> None:
+        data = line.encode() if isinstance(line, str) else line
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data + b"\n")
+        self.proc.stdin.flush()
+
+    def _line(self, timeout_s: float) -> str:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            if not ready:
+                raise TimeoutError(f"no line from hil_core_host in {timeout_s} s; log: {self.log[-5:]}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise EOFError(f"hil_core_host exited ({self.proc.wait()}): {err[-2000:]}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode("ascii").rstrip("\r")
+
+    def reply(self, timeout_s: float = 10.0) -> dict:
+        while True:
+            line = self._line(timeout_s)
+            if line.startswith("@hil "):
+                return json.loads(line[5:])
+            self.log.append(line)
+
+    def request(self, line: str | bytes) -> dict:
+        self.send(line)
+        return self.reply()
+
+    def close(self) -> int:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout=10)
+        finally:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+        return code
+
+
+@pytest.fixture
+def core_process(host_core: HostCore):
+    """Factory: start hil_core_host with arguments; every started process is closed (and must exit 0)."""
+    started: list[CoreProcess] = []
+
+    def start(*args: str) -> CoreProcess:
+        p = CoreProcess(host_core.host, *args)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        assert p.close() == 0, "hil_core_host exited with an error (sanitizer report on stderr?)"

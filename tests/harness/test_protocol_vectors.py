@@ -1,0 +1,123 @@
+"""Run docs/protocol-vectors.json in order against the virtual board, over a real pty and a real socket."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import serial
+
+from hil.protocol import CHUNK_MAX_BYTES, parse_reply
+from hil.sim.board import VirtualBoard
+
+VECTORS = json.loads((Path(__file__).parents[2] / "docs" / "protocol-vectors.json").read_text())
+
+
+class RawPort:
+    """A bare line reader on a pyserial port: no client logic, so the device's own behaviour is tested."""
+
+    def __init__(self, url: str):
+        self.ser = serial.serial_for_url(url, baudrate=115200, timeout=0.05)
+        self.ser.reset_input_buffer()
+        self.log: list[str] = []
+
+    def send(self, line: str) -> None:
+        self.ser.write(line.encode("ascii") + b"\n")
+
+    def line(self, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while time.monotonic() < deadline:
+            buf += self.ser.read_until(b"\n")
+            if buf.endswith(b"\n"):
+                return buf.rstrip(b"\r\n").decode("utf-8", errors="replace")
+        raise AssertionError(f"no line within {timeout} s (partial {buf!r}; log {self.log[-3:]})")
+
+    def reply(self) -> dict[str, Any]:
+        while True:
+            text = self.line()
+            obj = parse_reply(text)
+            if obj is not None:
+                assert text.startswith("@hil {"), text
+                return obj
+            self.log.append(text)
+
+    def wait_ready(self) -> None:
+        while "hil-ready" not in self.line():
+            pass
+
+
+def _subst(text: str, input_bytes: int) -> str:
+    zeros_crc = f"{zlib.crc32(bytes(input_bytes)) & 0xFFFFFFFF:08x}"
+    return (
+        text.replace("{input_bytes}", str(input_bytes))
+        .replace("{zeros_crc32}", zeros_crc)
+        .replace("{long_line}", "x" * 1100)
+    )
+
+
+def _chunks(input_bytes: int) -> list[str]:
+    return [
+        f"data {base64.b64encode(bytes(min(CHUNK_MAX_BYTES, input_bytes - off))).decode()}"
+        for off in range(0, input_bytes, CHUNK_MAX_BYTES)
+    ]
+
+
+def _check(step: dict[str, Any], reply: dict[str, Any], where: str) -> None:
+    for key, want in step.get("match", {}).items():
+        assert reply.get(key) == want, f"{where}: {key}={reply.get(key)!r}, want {want!r} in {reply}"
+    for key in step.get("has", []):
+        assert key in reply, f"{where}: reply lacks {key!r}: {reply}"
+    for key, n in step.get("len", {}).items():
+        assert len(reply[key]) == n, f"{where}: len({key})={len(reply[key])}, want {n}"
+
+
+def run_vectors(port: RawPort, input_bytes: int) -> int:
+    """Run every vector in order on one device; return the number of steps checked."""
+    steps = 0
+    for vector in VECTORS["vectors"]:
+        for i, step in enumerate(vector["steps"]):
+            where = f"vector {vector['name']!r} step {i}"
+            if step.get("upload_zeros") or step.get("upload_chunks_only"):
+                lines = _chunks(input_bytes)
+                if step.get("upload_zeros"):
+                    lines.insert(0, _subst("input {input_bytes} {zeros_crc32}", input_bytes))
+                for line in lines[:-1]:
+                    port.send(line)
+                    assert port.reply()["ok"], where
+                port.send(lines[-1])
+            else:
+                port.send(_subst(step["send"], input_bytes))
+            reply = port.reply()
+            _check(step, reply, where)
+            if step.get("send") == "reset" and reply.get("ok"):
+                port.wait_ready()
+            steps += 1
+    return steps
+
+
+@pytest.mark.parametrize("transport", ["pty", "socket"])
+def test_vectors_pass_on_the_virtual_board(board: VirtualBoard, transport: str) -> None:
+    port = RawPort(board.pty_path if transport == "pty" else board.url)
+    try:
+        steps = run_vectors(port, input_bytes=4)
+    finally:
+        port.ser.close()
+    assert steps == sum(len(v["steps"]) for v in VECTORS["vectors"])
+
+
+def test_every_vector_reply_is_one_line_and_carries_code_on_error(board: VirtualBoard) -> None:
+    port = RawPort(board.url)
+    try:
+        for line in ("frobnicate", "infer 0", "version", "run", "data AAAA"):
+            port.send(line)
+            reply = port.reply()
+            assert ("code" in reply and "error" in reply) == (not reply["ok"]), reply
+        assert port.log == []  # no stray lines between replies
+    finally:
+        port.ser.close()
