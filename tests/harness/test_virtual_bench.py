@@ -102,7 +102,8 @@ def test_hello_reports_real_arena_use_and_model_identity(int8_bench: VirtualBenc
     assert model is not None
     with DutClient(int8_bench.url) as c:
         info = c.require_model()
-    assert info.arena_used == TflmModel(model).arena_used_bytes
+    # the allocator's total moves by a few bytes with the arena buffer's alignment (host malloc)
+    assert abs(info.arena_used - TflmModel(model).arena_used_bytes) <= 16
     assert info.input is not None and info.input.shape == (1, 32, 32, 1) and info.input.dtype == "int8"
     assert info.input.scale > 0 and info.output is not None and info.output.dtype == "int8"
     assert info.ops[0] == "CONV_2D" and "FULLY_CONNECTED" in info.ops

@@ -101,7 +101,7 @@ def test_second_build_is_cached_and_never_imports_tensorflow(
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["tf"] is False
     assert result["timings"]["train_s"] == 0 and result["timings"]["convert_s"] == 0
-    assert proc.stdout.count("cached") == 10
+    assert len(re.findall(r"^\[\s*\d+/10\] \S+\s+cached ", proc.stdout, flags=re.M)) == 10
     again = pd.read_csv(tmp_path / "again" / "metrics.csv")
     assert again["size_bytes"].tolist() == table["size_bytes"].tolist()
 

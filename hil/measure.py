@@ -1,0 +1,239 @@
+"""Measurement procedures: timed inference with a scope capture (power, energy), and on-device accuracy.
+
+The same code runs on a real bench and on the virtual one: it only talks to a `DutClient` and an
+`Oscilloscope`. Each power figure is the median over trials, with its spread (max - min) across trials.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hil.bench import BenchConfig
+from hil.power import PowerReport, analyze
+from hil.protocol import DutClient, InferResult
+
+MARKER_LOGIC_V = 3.3
+RANGING_FULL_SCALE_V = 0.25  # first look at the shunt: 5 A through 0.05 ohm
+PRE_TRIGGER_FRACTION = 0.08
+MAX_RERANGES = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one variant is measured (pytest options `--inferences`, `--warmup`, `--trials`, ...)."""
+
+    inferences: int | None = None  # None: enough for a window of `window_s`
+    warmup: int = 5
+    trials: int = 5
+    window_s: float = 1.0
+    gap_ms: int | None = None  # None: a quarter of the latency, at least 1 ms (idle power between windows)
+    record_points: int = 200_000
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One metric of one variant: median over trials, spread, validity."""
+
+    value: float | None
+    spread: float | None = None
+    trials: int = 1
+    valid: bool = True
+    reason: str | None = None
+
+
+@dataclass
+class Trial:
+    """One capture: the board's latencies, the scope's waveforms and their analysis."""
+
+    infer: InferResult
+    report: PowerReport
+    shunt: object  # instruments.waveform.Waveform
+    marker: object
+
+
+@dataclass
+class PowerMeasurement:
+    """All trials of one variant, and the figures derived from them."""
+
+    n: int
+    warmup: int
+    gap_ms: int
+    trials: list[Trial] = field(default_factory=list)
+
+    def figures(self) -> dict[str, Figure]:
+        """Median and spread per metric over the valid trials; every metric invalid if none is valid."""
+        valid = [t for t in self.trials if t.report.valid]
+        latency = _median([t.infer.mean_us / 1e3 for t in self.trials])
+        out = {
+            "latency_ms": latency,
+            "latency_p95_ms": _median([float(np.percentile(t.infer.latency_ms, 95)) for t in self.trials]),
+        }
+        if not valid:
+            reason = self.trials[0].report.reason if self.trials else "no capture"
+            bad = Figure(
+                None, trials=len(self.trials), valid=False, reason=f"scope capture invalid: {reason}"
+            )
+            names = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj",
+                     "dynamic_energy_mj", "pulse_width_ms", "pulse_vs_latency_pct")  # fmt: skip
+            return {**out, **dict.fromkeys(names, bad)}
+        r = [t.report for t in valid]
+        out.update(
+            power_mw=_median([x.avg_power_mw for x in r]),
+            idle_power_mw=_median([x.idle_power_mw for x in r]),
+            active_power_mw=_median([x.active_power_mw for x in r]),
+            dynamic_power_mw=_median([x.dynamic_power_mw for x in r]),
+            energy_mj=_median([x.energy_per_inference_mj.mean for x in r]),
+            dynamic_energy_mj=_median([x.dynamic_energy_per_inference_mj.mean for x in r]),
+            pulse_width_ms=_median([x.pulse_width_ms.mean for x in r]),
+            pulse_vs_latency_pct=_median(
+                [
+                    abs(t.report.pulse_width_ms.mean - t.infer.mean_us / 1e3) / (t.infer.mean_us / 1e3) * 100
+                    for t in valid
+                ]
+            ),
+        )
+        return out
+
+
+def _median(values: list[float]) -> Figure:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return Figure(None, trials=len(values), valid=False, reason="no finite value in any trial")
+    return Figure(statistics.median(finite), max(finite) - min(finite), len(finite))
+
+
+def _configure(
+    scope, bench: BenchConfig, n: int, period_s: float, shunt_full_scale_v: float, points: int
+) -> None:
+    """Shunt channel from slightly below 0 V to `shunt_full_scale_v`, marker at logic levels, trigger on it."""
+    sc = bench.scope
+    span_div = scope.adc_span_div
+    scope.configure_channel(sc.shunt_channel, shunt_full_scale_v * 1.1 / span_div, shunt_full_scale_v * 0.45)
+    scope.configure_channel(sc.marker_channel, 1.5 * MARKER_LOGIC_V / span_div, MARKER_LOGIC_V / 2)
+    window = n * period_s / (1 - PRE_TRIGGER_FRACTION) * 1.05
+    scope.configure_timebase(
+        window / scope.horizontal_divisions,
+        record_points=points,
+        position_s=(0.5 - PRE_TRIGGER_FRACTION) * window,
+    )
+    scope.configure_trigger(sc.marker_channel, MARKER_LOGIC_V / 2, "rising")
+
+
+def _capture(
+    scope, dut: DutClient, bench: BenchConfig, n: int, warmup: int, gap_ms: int, timeout_s: float
+) -> Trial:
+    sc = bench.scope
+    scope.arm()
+    result = dut.infer(n, warmup, gap_ms)
+    scope.wait_for_trigger(timeout_s=timeout_s)
+    shunt, marker = scope.fetch(sc.shunt_channel, sc.marker_channel)
+    report = analyze(
+        shunt,
+        marker,
+        shunt_ohms=bench.shunt.ohms,
+        supply_volts=bench.supply_volts,
+        wiring="amplifier" if bench.shunt.wiring == "amplifier" else "low_side",
+        amplifier_gain=bench.shunt.gain,
+        marker_threshold=MARKER_LOGIC_V / 2,
+    )
+    return Trial(result, report, shunt, marker)
+
+
+def measure_power(
+    dut: DutClient,
+    scope,
+    bench: BenchConfig,
+    settings: Settings = Settings(),
+    *,
+    progress: Callable[[str], None] = lambda _: None,
+) -> PowerMeasurement:
+    """Range the shunt channel on a short burst, then capture `settings.trials` timed runs of `infer N W GAP`."""
+    probe = dut.infer(3, 1)
+    latency_s = probe.max_us / 1e6
+    gap_ms = settings.gap_ms if settings.gap_ms is not None else max(1, round(latency_s * 1e3 / 4))
+    period_s = latency_s + gap_ms / 1e3
+    n = settings.inferences or max(2, math.ceil(settings.window_s / period_s))
+    n = min(n, 1000)
+    timeout_s = (n + settings.warmup) * period_s * 2 + 5.0
+
+    # ranging: one short burst on a wide range, then set the range from what the shunt really shows
+    burst = min(n, 5)
+    _configure(
+        scope, bench, burst, period_s, RANGING_FULL_SCALE_V * bench.shunt.gain, settings.record_points // 4
+    )
+    ranging = _capture(scope, dut, bench, burst, 0, gap_ms, timeout_s)
+    peak = float(np.max(ranging.shunt.volts))
+    full_scale = max(peak * 1.2, 1e-4)
+    progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
+
+    m = PowerMeasurement(n, settings.warmup, gap_ms)
+    for trial in range(settings.trials):
+        for _attempt in range(MAX_RERANGES + 1):
+            _configure(scope, bench, n, period_s, full_scale, settings.record_points)
+            t = _capture(scope, dut, bench, n, settings.warmup, gap_ms, timeout_s)
+            if not t.report.clipped:
+                break
+            full_scale *= 2
+            progress(f"trial {trial + 1}: shunt clipped, range widened to {full_scale * 1e3:.2f} mV")
+        m.trials.append(t)
+        progress(
+            f"trial {trial + 1}/{settings.trials}: {n} inferences, latency {t.infer.mean_us / 1e3:.2f} ms, "
+            f"energy {t.report.energy_per_inference_mj.mean:.4g} mJ"
+            if t.report.valid
+            else f"invalid: {t.report.reason}"
+        )
+    return m
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """On-device accuracy over the protocol, and how the device's outputs compare with host TFLM's."""
+
+    samples: int
+    accuracy_pct: float
+    agreement_pct: float | None
+    cosine: float | None
+
+
+def measure_accuracy(
+    dut: DutClient,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    host_model: bytes | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> AccuracyResult:
+    """Stream every test input through `input`/`data`/`run`; compare with host TFLM outputs when given a model."""
+    from models.tflm import TensorSpec, TflmModel, dequantize_output, quantize_input
+
+    info = dut.require_model()
+    assert info.input is not None and info.output is not None
+    spec_in = TensorSpec(
+        info.input.shape, np.dtype(info.input.dtype), info.input.scale, info.input.zero_point
+    )
+    spec_out = TensorSpec(
+        info.output.shape, np.dtype(info.output.dtype), info.output.scale, info.output.zero_point
+    )
+    xq = quantize_input(x, spec_in)
+    host = TflmModel(host_model) if host_model is not None else None
+    device_out, host_out = [], []
+    for i in range(len(xq)):
+        sample = xq[i : i + 1]
+        device_out.append(dequantize_output(dut.predict(sample), spec_out).reshape(-1))
+        if host is not None:
+            host_out.append(dequantize_output(host.invoke(sample), spec_out).reshape(-1))
+        if (i + 1) % 100 == 0:
+            progress(f"accuracy: {i + 1}/{len(xq)} images")
+    dev = np.stack(device_out)
+    accuracy = float(np.mean(dev.argmax(1) == y)) * 100
+    if host is None:
+        return AccuracyResult(len(xq), accuracy, None, None)
+    from models.evaluate import agreement, mean_cosine
+
+    ref = np.stack(host_out)
+    return AccuracyResult(len(xq), accuracy, agreement(dev, ref) * 100, mean_cosine(dev, ref))

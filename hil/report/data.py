@@ -1,0 +1,238 @@
+"""What a report shows, gathered once: the run, its measurements per variant, verdicts, factory rows, ranking.
+
+Everything else in `hil.report` (tables, plots, documents) reads this `ReportData` and never the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hil.metrics import METRICS
+from models.errors import ModelError
+
+VERDICTS = ("passed", "failed", "skipped")
+RANK_METRICS = ("latency_ms", "accuracy", "energy_mj")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one budget test: passed, failed or skipped, with the test's message."""
+
+    outcome: str
+    message: str = ""
+
+
+@dataclass
+class VariantResult:
+    """One variant of the run: measurements by metric, budgets, verdicts by metric and its factory row."""
+
+    name: str
+    measurements: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    factory: dict[str, Any] = field(default_factory=dict)
+    not_run: str | None = None  # why the variant has no figures at all (e.g. TFLM cannot allocate it)
+
+    def value(self, name: str) -> float | None:
+        """The valid measured value of a metric, or None."""
+        m = self.measurements.get(name)
+        if m is None or not m.valid or m.value is None or not math.isfinite(m.value):
+            return None
+        return float(m.value)
+
+    @property
+    def size_bytes(self) -> float | None:
+        """Flatbuffer size: the factory's, else the flash size measured on the bench."""
+        if self.factory.get("size_bytes") is not None:
+            return float(self.factory["size_bytes"])
+        kb = self.value("flash_kb")
+        return None if kb is None else kb * 1024
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why the variant did not run, from `not_run` or the message of a skipped test."""
+        if self.not_run:
+            return self.not_run
+        skipped = [v.message for v in self.verdicts.values() if v.outcome == "skipped" and v.message]
+        if skipped and not any(m.valid for m in self.measurements.values()):
+            return skipped[0]
+        return None
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(metric, message) of every failed budget test and invalid measurement."""
+        out = [(k, v.message) for k, v in self.verdicts.items() if v.outcome == "failed"]
+        seen = {k for k, _ in out}
+        out += [(k, f"invalid: {m.reason}") for k, m in self.measurements.items()
+                if not m.valid and k not in seen and k in self.budgets]
+        return out
+
+    @property
+    def passes_all(self) -> bool:
+        """Ran, and no budget test failed."""
+        return self.skip_reason is None and not self.failures
+
+
+@dataclass
+class Ranking:
+    """Variants ranked by the corrected objective; `chosen` is the best one that passes all budgets."""
+
+    table: pd.DataFrame
+    reference: str
+    chosen: str | None
+    reference_choice: str | None  # what the reference study's objective would pick
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    """All a report needs, read from the results store and the factory folder."""
+
+    run: Any
+    meta: dict[str, Any]
+    variants: list[VariantResult]
+    artifacts: dict[str, dict[str, Path]]  # variant -> kind -> existing file
+    models_dir: Path | None
+    factory_meta: dict[str, Any]
+    ranking: Ranking | None
+    ranking_note: str
+    gate: Any = None  # hil.gate.GateResult when a baseline was given
+    baseline: int | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.meta.get("simulated", getattr(self.run, "simulated", False)))
+
+
+def _verdict(raw: Any) -> Verdict:
+    """A verdict stored as "passed", {"outcome"|"status"|"verdict": ..., "message": ...} or [outcome, msg]."""
+    if isinstance(raw, str):
+        return Verdict(raw)
+    if isinstance(raw, dict):
+        outcome = raw.get("outcome") or raw.get("status") or raw.get("verdict") or ""
+        return Verdict(str(outcome), str(raw.get("message") or raw.get("reason") or ""))
+    if isinstance(raw, list | tuple) and raw:
+        return Verdict(str(raw[0]), str(raw[1]) if len(raw) > 1 and raw[1] else "")
+    return Verdict(str(raw))
+
+
+def budget_verdict(value: float | None, valid: bool, limits: dict[str, float | None]) -> Verdict:
+    """The verdict a budget gives a measurement (used when the run recorded none)."""
+    lo, hi = limits.get("min"), limits.get("max")
+    if not valid or value is None:
+        return Verdict("failed", "no valid measurement")
+    if lo is not None and value < lo:
+        return Verdict("failed", f"{value:.4g} < min {lo:.4g}")
+    if hi is not None and value > hi:
+        return Verdict("failed", f"{value:.4g} > max {hi:.4g}")
+    return Verdict("passed")
+
+
+def resolve_path(path: str | Path, *bases: Path | None) -> Path | None:
+    """An artifact path as stored (absolute, or relative to the working folder or the database's folder)."""
+    p = Path(path)
+    candidates = [p] if p.is_absolute() else [p, *(b / p for b in bases if b is not None)]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _factory(models_dir: Path | None) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Factory rows by variant and the factory meta, or empty when the folder is missing."""
+    if models_dir is None or not (models_dir / "metrics.json").is_file():
+        return {}, {}
+    doc = json.loads((models_dir / "metrics.json").read_text())
+    return {r["variant"]: r for r in doc.get("variants", [])}, doc.get("meta", {})
+
+
+def _variant_results(store: Any, run: Any, meta: dict, factory_rows: dict[str, dict]) -> list[VariantResult]:
+    """Measurements, budgets and verdicts grouped per variant, in a stable order."""
+    results: dict[str, VariantResult] = {}
+
+    def get(name: str) -> VariantResult:
+        return results.setdefault(name, VariantResult(name, factory=factory_rows.get(name, {})))
+
+    for m in store.measurements(run.id):
+        get(m.variant).measurements[m.metric] = m
+    for name, limits in (meta.get("budgets") or {}).items():
+        get(name).budgets = {k: dict(v) for k, v in limits.items()}
+    for key, raw in (meta.get("verdicts") or {}).items():
+        name, _, metric_name = str(key).rpartition("/")
+        if name:
+            get(name).verdicts[metric_name] = _verdict(raw)
+    if not (run.flags or {}).get("variants"):  # whole matrix: show what the factory could not deploy
+        for name, row in factory_rows.items():
+            if not row.get("tflm_ok", True) and name not in results:
+                get(name).not_run = f"not deployable on TFLM: {row.get('tflm_error') or 'unknown reason'}"
+    for v in results.values():
+        for metric_name, limits in v.budgets.items():
+            if metric_name not in v.verdicts and v.skip_reason is None:
+                m = v.measurements.get(metric_name)
+                v.verdicts[metric_name] = budget_verdict(
+                    None if m is None else m.value, bool(m is not None and m.valid), limits)
+        if v.not_run is None and not v.measurements and factory_rows.get(v.name, {}).get("tflm_ok") is False:
+            v.not_run = f"not deployable on TFLM: {factory_rows[v.name].get('tflm_error')}"
+    order = list(factory_rows)
+    return sorted(results.values(), key=lambda v: (order.index(v.name) if v.name in order else len(order),
+                                                   v.name))
+
+
+def rank_variants(variants: list[VariantResult], reference: str | None) -> tuple[Ranking | None, str]:
+    """Rank the variants with every ranking figure by the corrected objective (models.objective.rank)."""
+    from models.objective import rank
+
+    rows, left_out = [], []
+    for v in variants:
+        figures = {k: v.value(k) for k in RANK_METRICS}
+        if v.size_bytes is None or any(x is None for x in figures.values()):
+            missing = [k for k, x in figures.items() if x is None] + ([] if v.size_bytes else ["size"])
+            left_out.append(f"{v.name} ({v.skip_reason or 'no valid ' + ', '.join(missing)})")
+            continue
+        rows.append({"variant": v.name, "size_bytes": v.size_bytes, **figures})
+    note = f"Not ranked: {'; '.join(left_out)}." if left_out else ""
+    if not rows:
+        return None, note or "No variant has every ranking figure."
+    names = [r["variant"] for r in rows]
+    fallback = ""
+    if reference not in names:  # the unoptimised model did not run: compare with the largest that did
+        largest = max(rows, key=lambda r: r["size_bytes"])["variant"]
+        fallback = (f"Reference {reference!r} has no figures; objectives are relative to {largest!r}. "
+                    if reference else f"Objectives are relative to the largest variant {largest!r}. ")
+        reference = largest
+    try:
+        table = rank(rows, reference)
+    except ModelError as exc:
+        return None, f"Ranking impossible: {exc}"
+    passing = {v.name for v in variants if v.passes_all}
+    table["passes_budgets"] = table["variant"].isin(passing)
+    chosen = next((n for n in table["variant"] if n in passing), None)
+    ref_choice = str(table.sort_values("objective_reference", kind="stable")["variant"].iloc[0])
+    return Ranking(table, str(reference), chosen, ref_choice, fallback + note), fallback + note
+
+
+def load(store: Any, run: int | str = "latest") -> ReportData:
+    """Read one run of `store` (id, 'latest' or 'latest-main') and its factory folder."""
+    r = store.run(store.resolve(run))
+    meta = dict(r.meta or {})
+    db_dir = Path(store.path).resolve().parent if getattr(store, "path", None) else None
+    models_dir = resolve_path(meta["models_dir"], db_dir) if meta.get("models_dir") else None
+    factory_rows, factory_meta = _factory(models_dir)
+    variants = _variant_results(store, r, meta, factory_rows)
+    artifacts: dict[str, dict[str, Path]] = {}
+    for a in store.artifacts(r.id):
+        path = resolve_path(a.path, db_dir)
+        if path is not None:
+            artifacts.setdefault(a.variant, {})[a.kind] = path
+    ranking, note = rank_variants(variants, factory_meta.get("reference"))
+    return ReportData(r, meta, variants, artifacts, models_dir, factory_meta, ranking, note)
+
+
+def unit(name: str, measurement: Any = None) -> str:
+    """The unit of a metric: as recorded, else from the catalogue."""
+    if measurement is not None and getattr(measurement, "unit", None):
+        return str(measurement.unit)
+    return METRICS[name].unit if name in METRICS else ""

@@ -1,0 +1,160 @@
+"""The report's PNG figures: a power trace per variant (inference windows shaded) and the Pareto plot.
+
+matplotlib runs with the Agg backend and is imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instruments.waveform import Waveform
+
+TRACE_POINTS = 2000  # envelope bins across a panel: enough for a 1200-pixel-wide figure
+ZOOM_WINDOWS = 3
+POWER_COLOR, MARKER_COLOR, WINDOW_COLOR = "#1f5fa8", "#d9822b", "#f2c14e"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def shunt_power_mw(shunt: Waveform, parameters: dict[str, Any]) -> np.ndarray:
+    """Board power in mW from the shunt voltage, with the analysis' shunt, supply, gain and burden."""
+    ohms = float(parameters.get("shunt_ohms", 0.05))
+    supply = float(parameters.get("supply_volts", 5.0))
+    gain = float(parameters.get("amplifier_gain", 1.0)) if parameters.get("wiring") == "amplifier" else 1.0
+    current = shunt.volts / (gain * ohms)
+    board_volts = supply - current * ohms if parameters.get("burden_correction", True) else supply
+    return current * board_volts * 1e3
+
+
+def envelope(t: np.ndarray, y: np.ndarray, points: int = TRACE_POINTS) -> tuple[np.ndarray, ...]:
+    """(t, min, max, mean) per bin so a long capture plots fast without hiding its peaks."""
+    if y.size <= 2 * points:
+        return t, y, y, y
+    bins = y.size // points
+    n = bins * points
+    shaped = y[:n].reshape(points, bins)
+    centres = t[:n].reshape(points, bins).mean(axis=1)
+    return centres, shaped.min(axis=1), shaped.max(axis=1), shaped.mean(axis=1)
+
+
+def _panel(ax, t_ms: np.ndarray, power: np.ndarray, marker: np.ndarray | None,
+           windows: list[tuple[float, float]], title: str, legend: bool) -> None:
+    """One panel: power envelope, windows shaded, marker on a second y axis."""
+    tt, lo, hi, mean = envelope(t_ms, power)
+    for start, end in windows:
+        if end >= t_ms[0] and start <= t_ms[-1]:
+            ax.axvspan(start, end, color=WINDOW_COLOR, alpha=0.35, lw=0)
+    ax.fill_between(tt, lo, hi, color=POWER_COLOR, alpha=0.3, lw=0)
+    ax.plot(tt, mean, color=POWER_COLOR, lw=0.8, label="power (mW)")
+    ax.set_xlim(t_ms[0], t_ms[-1])
+    ax.set_xlabel("time from trigger (ms)")
+    ax.set_ylabel("board power (mW)", color=POWER_COLOR)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if marker is not None:
+        twin = ax.twinx()
+        mt, _, mhi, _ = envelope(t_ms, marker)
+        twin.plot(mt, mhi, color=MARKER_COLOR, lw=0.7, drawstyle="steps-mid", label="marker (V)")
+        twin.set_ylabel("marker GPIO (V)", color=MARKER_COLOR)
+        twin.set_ylim(-0.5, max(4.0, float(np.max(marker)) * 1.2))
+    if legend:
+        from matplotlib.patches import Patch
+
+        handles = [ax.lines[0], Patch(color=WINDOW_COLOR, alpha=0.35, label="inference window")]
+        if marker is not None:
+            handles.append(twin.lines[0])
+        ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.9)
+
+
+def power_trace(variant: str, shunt_path: Path, marker_path: Path | None, power_path: Path | None,
+                out: Path, *, simulated: bool) -> Path:
+    """Whole capture on the left, a zoom on the first inference windows on the right."""
+    shunt = Waveform.load(shunt_path)
+    marker = Waveform.load(marker_path) if marker_path is not None else None
+    analysis = json.loads(power_path.read_text()) if power_path is not None else {}
+    power = shunt_power_mw(shunt, analysis.get("parameters") or {})
+    t_ms = shunt.time * 1e3
+    windows = [(w["start_s"] * 1e3, w["end_s"] * 1e3) for w in analysis.get("windows") or []]
+    mv = marker.volts if marker is not None and len(marker) == len(shunt) else None
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    energy = (analysis.get("energy_per_inference_mj") or {}).get("mean")
+    figures = f"{analysis.get('n_inferences', len(windows))} windows"
+    if energy is not None:
+        figures += f", {energy:.4g} mJ/inference, average {analysis.get('avg_power_mw', math.nan):.1f} mW"
+    _panel(axes[0], t_ms, power, mv, windows, f"whole capture: {figures}", legend=True)
+    if windows:
+        first = windows[: ZOOM_WINDOWS]
+        pad = max(0.25 * (first[0][1] - first[0][0]), 5 * shunt.dt * 1e3)
+        lo_ms, hi_ms = first[0][0] - pad, first[-1][1] + pad
+        keep = (t_ms >= lo_ms) & (t_ms <= hi_ms)
+        if keep.sum() > 2:
+            _panel(axes[1], t_ms[keep], power[keep], None if mv is None else mv[keep], windows,
+                   f"zoom: first {len(first)} inference window(s)", legend=False)
+    else:
+        axes[1].text(0.5, 0.5, "no inference window found", ha="center", va="center")
+        axes[1].set_axis_off()
+    sim = " — SIMULATED" if simulated else ""
+    fig.suptitle(f"{variant}: power trace{sim}", fontsize=11, color="#b00020" if simulated else "black")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower energy, higher accuracy), by rising energy."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto(rows: list[tuple[str, float, float]], out: Path, *, chosen: str | None, simulated: bool) -> Path:
+    """Accuracy on the device against energy per inference, the Pareto front drawn and every point named."""
+    plt = _pyplot()
+    names = [r[0] for r in rows]
+    pts = [(r[1], r[2]) for r in rows]
+    front = pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    ax.scatter(x, y, s=28, color="#888888", zorder=2, label="variant")
+    fx, fy = x[front], y[front]
+    ax.step(fx, fy, where="post", color="#b00020", lw=1.2, zorder=1)
+    ax.scatter(fx, fy, s=60, color="#b00020", zorder=3, label="Pareto front")
+    if chosen in names:
+        i = names.index(chosen)
+        ax.scatter([x[i]], [y[i]], s=260, marker="*", color="#2e7d32", zorder=4, label=f"chosen: {chosen}")
+    for i, name in enumerate(names):
+        ax.annotate(name, (x[i], y[i]), xytext=(5, 4 if i % 2 == 0 else -10), textcoords="offset points",
+                    fontsize=7)
+    if x.size and x.min() > 0 and x.max() / x.min() > 8:
+        ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (mJ)  — lower is better")
+    ax.set_ylabel("accuracy on the device (%)  — higher is better")
+    sim = " — SIMULATED energy" if simulated else ""
+    ax.set_title(f"Accuracy vs energy per inference{sim}", fontsize=11,
+                 color="#b00020" if simulated else "black")
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.12, y=0.08)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,174 @@
+"""The report's tables as plain rows of strings: the main results table, the ranking and results.csv.
+
+Rendering (markdown, HTML, terminal text) lives in `hil.report.document`; these functions only choose
+columns and format figures with their units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hil.report.data import ReportData, VariantResult, unit
+
+CSV_COLUMNS = ("variant", "metric", "value", "unit", "valid", "reason", "trials", "spread",
+               "budget_min", "budget_max", "verdict", "simulated")  # fmt: skip
+FORMATS = {"ms": ".2f", "mW": ".1f", "mJ": ".4g", "KB": ".1f", "%": ".2f", "": ".4f"}
+SPREAD_METRICS = ("latency_ms", "power_mw", "energy_mj", "dynamic_power_mw")
+MISSING = "–"
+
+
+@dataclass
+class Table:
+    """A titled table of strings with optional footnotes."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def number(value: float | None, unit_name: str) -> str:
+    """A figure formatted for its unit, or a dash."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    return format(value, FORMATS.get(unit_name, ".4g"))
+
+
+def figure(v: VariantResult, name: str, notes: list[str] | None = None) -> str:
+    """A measured figure with its spread over trials; 'invalid' (reason as a note) or a dash when absent."""
+    m = v.measurements.get(name)
+    if m is None:
+        return MISSING
+    if not m.valid or m.value is None:
+        if notes is not None:
+            notes.append(f"{v.name} {name} invalid: {m.reason or 'no reason given'}")
+        return "invalid"
+    text = number(m.value, unit(name, m))
+    spread = getattr(m, "spread", None)
+    if name in SPREAD_METRICS and spread and (getattr(m, "trials", 0) or 0) > 1 and math.isfinite(spread):
+        text += f" ±{number(spread / 2, unit(name, m))}"  # half the max - min range over trials
+    return text
+
+
+def _factory_kb(v: VariantResult, key: str, measured: str | None = None) -> str:
+    raw = v.factory.get(key)
+    if raw is not None and not (isinstance(raw, float) and math.isnan(raw)):
+        return number(float(raw) / 1024, "KB")
+    return figure(v, measured) if measured else MISSING
+
+
+def _host_accuracy(v: VariantResult) -> str:
+    if "accuracy_host" in v.measurements:
+        return figure(v, "accuracy_host")
+    acc = v.factory.get("accuracy")
+    return MISSING if acc is None else number(100 * float(acc), "%")
+
+
+def budget_summary(v: VariantResult, width: int = 0) -> str:
+    """'pass 8/8', 'FAIL 1/8: energy_mj: <message>' or 'skipped: <reason>'."""
+    if v.skip_reason is not None:
+        text = f"skipped: {v.skip_reason}"
+    elif not v.verdicts and not v.budgets:
+        text = "no budgets"
+    else:
+        failures = v.failures
+        total = len(set(v.verdicts) | set(v.budgets))
+        if failures:
+            text = f"FAIL {len(failures)}/{total}: " + "; ".join(
+                f"{k}: {msg}" if msg else k for k, msg in failures)
+        else:
+            skipped = sum(1 for x in v.verdicts.values() if x.outcome == "skipped")
+            text = f"pass {total - skipped}/{total}" + (f" ({skipped} skipped)" if skipped else "")
+    return text if not width or len(text) <= width else text[: width - 1] + "…"
+
+
+MAIN_COLUMNS = ("variant", "size KB", "gzip KB", "latency ms", "p95 ms", "power mW", "energy/inf mJ",
+                "dyn. power mW", "acc. host %", "acc. device %", "arena KB", "budgets")  # fmt: skip
+
+
+def main_table(data: ReportData, *, verdict_width: int = 0) -> Table:
+    """The reference study's table (size, latency, power) extended with energy, accuracy, arena, verdicts."""
+    notes: list[str] = []
+    rows = []
+    for v in data.variants:
+        rows.append([
+            v.name, _factory_kb(v, "size_bytes", "flash_kb"), _factory_kb(v, "gzip_bytes"),
+            figure(v, "latency_ms", notes), figure(v, "latency_p95_ms", notes), figure(v, "power_mw", notes),
+            figure(v, "energy_mj", notes), figure(v, "dynamic_power_mw", notes), _host_accuracy(v),
+            figure(v, "accuracy", notes), _arena(v, notes), budget_summary(v, verdict_width),
+        ])
+    sim = " (simulated)" if data.simulated else ""
+    return Table(f"Results per variant{sim}", list(MAIN_COLUMNS), rows, notes)
+
+
+def _arena(v: VariantResult, notes: list[str]) -> str:
+    return figure(v, "arena_kb", notes) if "arena_kb" in v.measurements else _factory_kb(v, "arena_bytes")
+
+
+def ranking_table(data: ReportData) -> Table | None:
+    """Variants by the corrected objective, with the reference study's objective and the chosen variant."""
+    r = data.ranking
+    if r is None:
+        return None
+    ref_order = {n: i + 1 for i, n in enumerate(r.table.sort_values("objective_reference", kind="stable")
+                                                ["variant"])}
+    rows = []
+    for i, row in enumerate(r.table.to_dict("records"), 1):
+        mark = "**chosen**" if row["variant"] == r.chosen else ""
+        rows.append([
+            str(i), row["variant"], number(row["size_bytes"] / 1024, "KB"), number(row["latency_ms"], "ms"),
+            number(row["accuracy"], "%"), number(row["energy_mj"], "mJ"), f"{row['objective']:+.3f}",
+            f"{row['objective_reference']:+.3f} (#{ref_order[row['variant']]})",
+            "yes" if row["passes_budgets"] else "no", mark,
+        ])
+    sim = " (simulated)" if data.simulated else ""
+    headers = ["#", "variant", "size KB", "latency ms", "acc. device %", "energy/inf mJ", "corrected L",
+               "study's L (rank)", "passes budgets", ""]
+    return Table(f"Ranking by the corrected objective{sim}", headers, rows, [r.note] if r.note else [])
+
+
+def csv_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per variant × metric, with budget limits and verdicts (results.csv)."""
+    out = []
+    for v in data.variants:
+        names = list(v.measurements) + [k for k in (*v.budgets, *v.verdicts) if k not in v.measurements]
+        for name in dict.fromkeys(names):
+            m = v.measurements.get(name)
+            limits = v.budgets.get(name, {})
+            verdict = v.verdicts.get(name)
+            out.append({
+                "variant": v.name, "metric": name,
+                "value": "" if m is None or m.value is None else m.value,
+                "unit": unit(name, m), "valid": bool(m is not None and m.valid),
+                "reason": (m.reason if m is not None else (verdict.message if verdict else "")) or "",
+                "trials": "" if m is None else getattr(m, "trials", ""),
+                "spread": "" if m is None or getattr(m, "spread", None) is None else m.spread,
+                "budget_min": "" if limits.get("min") is None else limits["min"],
+                "budget_max": "" if limits.get("max") is None else limits["max"],
+                "verdict": verdict.outcome if verdict else "", "simulated": data.simulated,
+            })
+        if not names and v.skip_reason:
+            out.append({**dict.fromkeys(CSV_COLUMNS, ""), "variant": v.name, "valid": False,
+                        "reason": v.skip_reason, "verdict": "skipped", "simulated": data.simulated})
+    return out
+
+
+def text_table(table: Table) -> str:
+    """A table as aligned plain text (the pytest terminal summary)."""
+    cells = [table.headers, *table.rows]
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(table.headers))]
+    numeric = [all(_looks_numeric(r[i]) for r in table.rows) for i in range(len(table.headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric,
+                                                                               strict=True)).rstrip()
+
+    rule = "-" * len(line(table.headers))
+    return "\n".join([table.title, rule, line(table.headers), rule, *map(line, table.rows), rule])
+
+
+def _looks_numeric(text: str) -> bool:
+    head = text.split(" ")[0]
+    return head in (MISSING, "invalid") or head.replace(".", "", 1).replace("-", "", 1).isdigit()

@@ -1,0 +1,237 @@
+"""`write_report`: report.md, report.html, results.csv and PNGs of one run, swapped into place whole."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hil.errors import HilError
+from hil.report import data as report_data
+from hil.report import plots
+from hil.report.document import (
+    Banner,
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Paragraph,
+    Pre,
+    TableBlock,
+    to_html,
+    to_markdown,
+)
+from hil.report.tables import CSV_COLUMNS, csv_rows, main_table, ranking_table, text_table
+from instruments.errors import InstrumentError
+
+OWN_FILES = ("report.md", "report.html", "results.csv")  # plus every *.png; anything else is kept
+SIMULATED_BANNER = ("SIMULATED RUN — latency, power and energy come from the virtual bench's model, "
+                    "not from hardware. Accuracy, outputs and arena use are real TFLM figures.")
+
+
+def _sim(data: report_data.ReportData) -> str:
+    return " (simulated)" if data.simulated else ""
+
+
+def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
+    run, meta = data.run, data.meta
+    blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{_sim(data)}")]
+    if data.simulated:
+        blocks.append(Banner(SIMULATED_BANNER))
+    phases = meta.get("phases") or {}
+    items = [
+        f"**Run** {run.id}, {run.status}: started {run.started_at}, finished {run.finished_at or '–'}",
+        f"**Commit** `{run.git_commit or '–'}` on branch `{run.git_branch or '–'}`",
+        f"**Bench** {meta.get('bench_name') or run.bench}: board `{meta.get('board_id') or '–'}`, "
+        f"scope `{meta.get('scope_idn') or '–'}`",
+        f"**Firmware** `{meta.get('firmware') or '–'}`",
+        f"**Figures** {'SIMULATED (virtual bench)' if data.simulated else 'measured on hardware'}",
+    ]
+    if run.flags:
+        items.append("**Options** " + ", ".join(f"`{k}={v}`" for k, v in sorted(run.flags.items())))
+    if phases:
+        items.append("**Time per phase** " + ", ".join(f"{k} {float(s):.1f} s" for k, s in phases.items())
+                     + f" (total {sum(float(s) for s in phases.values()):.1f} s)")
+    links = ["[results.csv](results.csv)"] + (["[junit.xml](junit.xml)"] if has_junit else [])
+    items.append("**Files** " + ", ".join(links))
+    return [*blocks, Bullets(items)]
+
+
+def _results(data: report_data.ReportData) -> list[Block]:
+    blocks: list[Block] = [Heading(2, f"Results{_sim(data)}"), Paragraph(
+        "The reference study's table (model size, average latency, average power) extended with energy per "
+        "inference, dynamic power (inside minus outside the inference windows), accuracy on the host "
+        "(tf.lite, factory) and on the device (test set streamed over the protocol), tensor arena and "
+        "budget verdicts. Figures are medians over trials; ±x is half their range (max − min) across "
+        "trials.")]
+    blocks.append(TableBlock(main_table(data)))
+    details = []
+    for v in data.variants:
+        if v.skip_reason:
+            details.append(f"**{v.name}** skipped: {v.skip_reason}")
+        details += [f"**{v.name}** `{k}` failed: {msg or 'no message'}" for k, msg in v.failures]
+    if details:
+        blocks += [Heading(3, "Budget failures and skipped variants"), Bullets(details)]
+    return blocks
+
+
+def _ranking(data: report_data.ReportData) -> list[Block]:
+    blocks: list[Block] = [Heading(2, f"Variant ranking{_sim(data)}")]
+    table = ranking_table(data)
+    r = data.ranking
+    if table is None or r is None:
+        return [*blocks, Paragraph(data.ranking_note or "No variant could be ranked.")]
+    blocks.append(Paragraph(
+        f"Corrected objective L = ΔS/S0 + ΔT/T0 + (A0 − A)/A0 + ΔE/E0 (size, latency on the board, "
+        f"accuracy on the device, energy per inference; relative to `{r.reference}`, lower is better). "
+        "The chosen variant is the best one that passes all its budgets."))
+    blocks.append(TableBlock(table))
+    chosen = f"**Chosen variant: {r.chosen}**" if r.chosen else "**No variant passes all its budgets.**"
+    blocks.append(Paragraph(chosen))
+    blocks.append(Paragraph(
+        "For comparison, the reference study's objective L = ΔS/S0 + ΔT/T0 + ΔA/A0 adds the relative "
+        "accuracy change with the wrong sign, so it rewards accuracy loss; it would pick "
+        f"`{r.reference_choice}`."))
+    return blocks
+
+
+def _pareto(data: report_data.ReportData, folder: Path) -> list[Block]:
+    rows = [(v.name, v.value("energy_mj"), v.value("accuracy")) for v in data.variants]
+    rows = [r for r in rows if r[1] is not None and r[2] is not None]
+    if not rows:
+        return []
+    chosen = data.ranking.chosen if data.ranking else None
+    plots.pareto(rows, folder / "pareto.png", chosen=chosen, simulated=data.simulated)
+    return [Heading(2, f"Accuracy vs energy per inference{_sim(data)}"),
+            Image("pareto.png", f"Accuracy on the device against energy per inference{_sim(data)}; "
+                                "the red line is the Pareto front.")]
+
+
+def _baseline(data: report_data.ReportData) -> list[Block]:
+    if data.gate is None:
+        return []
+    verdict = "FAILED" if data.gate.failed else "passed"
+    return [Heading(2, f"Comparison with baseline run {data.baseline}{_sim(data)}"),
+            Paragraph(f"Gate **{verdict}**: every metric of this run against run {data.baseline}."),
+            Pre(data.gate.table())]
+
+
+def _traces(data: report_data.ReportData, folder: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(2, f"Power traces{_sim(data)}")]
+    for v in data.variants:
+        files = data.artifacts.get(v.name, {})
+        if "trace_shunt" not in files:
+            reason = v.skip_reason or "no saved capture"
+            blocks.append(Paragraph(f"`{v.name}`: no power trace ({reason})."))
+            continue
+        name = f"trace-{v.name}.png"
+        try:
+            plots.power_trace(v.name, files["trace_shunt"], files.get("trace_marker"), files.get("power"),
+                              folder / name, simulated=data.simulated)
+        except (OSError, ValueError, KeyError, InstrumentError) as exc:
+            blocks.append(Paragraph(f"`{v.name}`: power trace unreadable ({exc})."))
+            continue
+        blocks.append(Image(name, f"{v.name}: shunt power of one trial, inference windows shaded, "
+                                  f"marker on the right axis{_sim(data)}."))
+    return blocks
+
+
+def _factory(data: report_data.ReportData, folder: Path) -> list[Block]:
+    src = data.models_dir
+    if src is None:
+        return [Heading(2, "Model factory figures"),
+                Paragraph(f"Factory folder `{data.meta.get('models_dir') or '–'}` not found.")]
+    blocks: list[Block] = [Heading(2, "Model factory figures (host, tf.lite on the test set)")]
+    recipes: dict[str, None] = {}
+    for v in data.variants:
+        recipes.setdefault(str(v.factory.get("recipe") or v.name.split("-")[0]))
+        roc = src / f"{v.name}-roc.png"
+        if roc.is_file():
+            shutil.copyfile(roc, folder / f"roc-{v.name}.png")
+            blocks.append(Image(f"roc-{v.name}.png", f"{v.name}: per-class ROC curves (host)."))
+    for recipe in recipes:
+        hist = src / f"{recipe}-weights.png"
+        if hist.is_file():
+            shutil.copyfile(hist, folder / f"weights-{recipe}.png")
+            blocks.append(Image(f"weights-{recipe}.png",
+                                f"{recipe}: weight histograms before/after the recipe."))
+    return blocks
+
+
+def _write_csv(data: report_data.ReportData, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(data))
+
+
+def _swap_in(final: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling, move over what the report does not own (junit.xml, captures), then swap."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        if final.exists():
+            for entry in final.iterdir():
+                if entry.name not in OWN_FILES and entry.suffix != ".png" and not (tmp / entry.name).exists():
+                    entry.rename(tmp / entry.name)
+            final.rename(old)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_with_gate(store: Any, run: int | str, baseline: int | str | None, tolerances: Any) -> \
+        report_data.ReportData:
+    """The run's report data, plus the gate comparison with `baseline` when one is given.
+
+    `tolerances`: {metric: hil.gate.Tolerance}, or tokens such as ["energy_mj=5%"], or None (none)."""
+    data = report_data.load(store, run)
+    if baseline is not None:
+        from hil.gate import compare, parse_tolerances
+
+        if tolerances is None or isinstance(tolerances, list | tuple):
+            tolerances = parse_tolerances(list(tolerances or []))
+        data.gate = compare(store, data.run.id, baseline, tolerances)
+        data.baseline = data.gate.baseline.id
+    return data
+
+
+def write_report(store: Any, run: int | str = "latest", out_dir: str | Path = "reports/latest", *,
+                 baseline: int | str | None = None, tolerances: Any = None) -> Path:
+    """Write report.md, report.html, results.csv and the PNGs of `run` into `out_dir`; return its path."""
+    data = load_with_gate(store, run, baseline, tolerances)
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise HilError(f"{final}: exists and is not a folder; choose another --out")
+
+    def fill(folder: Path) -> None:
+        blocks = [*_header(data, (final / "junit.xml").is_file()), *_results(data), *_ranking(data),
+                  *_pareto(data, folder), *_baseline(data), *_traces(data, folder), *_factory(data, folder)]
+        (folder / "report.md").write_text(to_markdown(blocks))
+        title = f"HIL run {data.run.id}{_sim(data)}"
+        (folder / "report.html").write_text(to_html(blocks, folder, title))
+        _write_csv(data, folder / "results.csv")
+
+    _swap_in(final, fill)
+    return final
+
+
+def summary_table(store: Any, run: int | str = "latest") -> str:
+    """The plain-text results table of the pytest terminal summary, with the chosen variant."""
+    data = report_data.load(store, run)
+    table = main_table(data, verdict_width=70)
+    table.title = f"HIL run {data.run.id}: {table.title[0].lower()}{table.title[1:]}"
+    lines = [text_table(table), *(f"  note: {n}" for n in table.notes)]
+    if data.ranking is not None:
+        chosen = data.ranking.chosen or "none passes all budgets"
+        lines.append(f"chosen variant (best corrected objective among those passing all budgets): {chosen}")
+    return "\n".join(lines)

@@ -1,0 +1,510 @@
+"""The results history: every run and every measurement in one SQLite file (WAL mode, stdlib `sqlite3`).
+
+Each row is committed as it is recorded, so a killed run keeps every finished measurement, and several
+pytest-xdist workers can write to the same file (WAL + busy timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hil.errors import HilError
+from hil.metrics import METRICS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_RESULTS_DB = "reports/results.sqlite"
+SCHEMA_VERSION = 1
+STATUSES = ("running", "passed", "failed", "interrupted")
+MAIN_BRANCHES = ("main", "master")
+# Reason prefix of a measurement that cannot be taken by design (e.g. a variant TFLM cannot run): it is
+# invalid, but the gate does not fail on it while the baseline was skipped too.
+SKIPPED_PREFIX = "skipped: "
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NULL,
+    git_commit TEXT NOT NULL,
+    git_branch TEXT NOT NULL,
+    bench TEXT NOT NULL,
+    simulated INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'passed', 'failed', 'interrupted')),
+    flags TEXT NOT NULL DEFAULT '{}',
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    variant TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL NULL,
+    unit TEXT NOT NULL,
+    valid INTEGER NOT NULL,
+    reason TEXT NULL,
+    trials INTEGER NOT NULL DEFAULT 1,
+    spread REAL NULL,
+    recorded_at TEXT NOT NULL,
+    UNIQUE (run_id, variant, metric)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    variant TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    UNIQUE (run_id, variant, kind, path)
+);
+CREATE INDEX IF NOT EXISTS measurements_by_variant_metric ON measurements (variant, metric);
+CREATE INDEX IF NOT EXISTS runs_by_branch ON runs (git_branch, status);
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One harness session (`pytest -m hil`): when, which commit and bench, how it ended."""
+
+    id: int
+    started_at: str
+    finished_at: str | None
+    git_commit: str
+    git_branch: str
+    bench: str
+    simulated: bool
+    status: str
+    flags: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One figure of one variant in one run; `valid` False carries the reason and usually no value."""
+
+    id: int
+    run_id: int
+    variant: str
+    metric: str
+    value: float | None
+    unit: str
+    valid: bool
+    reason: str | None
+    trials: int
+    spread: float | None
+    recorded_at: str
+
+    @property
+    def skipped(self) -> bool:
+        """True for a measurement that cannot be taken by design (recorded with `skipped=True`)."""
+        return not self.valid and (self.reason or "").startswith(SKIPPED_PREFIX)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a run produced for a variant (`kind` e.g. 'trace' -> .npz waveform, 'roc' -> .png)."""
+
+    run_id: int
+    variant: str
+    kind: str
+    path: Path
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def git_identity() -> tuple[str, str]:
+    """(commit, branch) of the checkout in the cwd; CI variables name the branch of a detached checkout."""
+    commit = _git("rev-parse", "HEAD") or os.environ.get("GITHUB_SHA") or os.environ.get("CI_COMMIT_SHA")
+    branch = os.environ.get("HIL_GIT_BRANCH")
+    if not branch:
+        head = _git("rev-parse", "--abbrev-ref", "HEAD")
+        branch = head if head and head != "HEAD" else None
+    branch = branch or os.environ.get("GITHUB_REF_NAME") or os.environ.get("CI_COMMIT_REF_NAME")
+    return commit or "unknown", branch or "unknown"
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (Linux), to tell a reused pid from the original."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of stat, counting after the "(comm)" field
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    except OSError:
+        return False
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+class ResultsStore:
+    """The results database at `path` (created with its parent folders unless `create` is False)."""
+
+    def __init__(self, path: str | Path = DEFAULT_RESULTS_DB, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise HilError(f"{self.path}: no results database; run `pytest -m hil` first or pass --db PATH")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise HilError(f"{self.path}: cannot open the results database: {exc}") from None
+        try:
+            self._setup()
+        except HilError:
+            self._conn.close()
+            raise
+        except sqlite3.OperationalError as exc:  # locked beyond the busy timeout, read-only folder ...
+            self._conn.close()
+            raise HilError(f"{self.path}: cannot use the results database: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            self._conn.close()
+            raise HilError(
+                f"{self.path}: not a results database ({exc}); pass another --results-db/--db path"
+            ) from None
+        self.mark_interrupted()
+
+    # -- connection -----------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        c = self._conn
+        c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = c.execute("PRAGMA user_version").fetchone()[0]  # first read: fails on a non-SQLite file
+        if version > SCHEMA_VERSION:
+            raise HilError(
+                f"{self.path}: results schema version {version} is newer than this harness supports "
+                f"({SCHEMA_VERSION}); upgrade tinyml-hil or pass another --results-db/--db path"
+            )
+        if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA synchronous = NORMAL")
+        c.execute("PRAGMA foreign_keys = ON")
+        if version == SCHEMA_VERSION:
+            return
+        with self._write():
+            version = c.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            if version == SCHEMA_VERSION:
+                return
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            foreign = tables - {"runs", "measurements", "artifacts"}
+            if foreign:
+                raise HilError(
+                    f"{self.path}: not a results database (it holds tables {', '.join(sorted(foreign))}); "
+                    "pass another --results-db/--db path"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One committed write transaction (BEGIN IMMEDIATE takes the write lock up front: no deadlocks)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite when the last connection closes)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs -----------------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        bench: str,
+        simulated: bool,
+        flags: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        git_commit: str | None = None,
+        git_branch: str | None = None,
+    ) -> int:
+        """Record a new run with status 'running' and return its id; pid and host go into meta."""
+        if git_commit is None or git_branch is None:
+            commit, branch = git_identity()
+            git_commit = git_commit or commit
+            git_branch = git_branch or branch
+        pid = os.getpid()
+        meta = {**(meta or {}), "pid": pid, "host": socket.gethostname(), "pid_start": _process_start(pid)}
+        with self._write() as c:
+            cur = c.execute(
+                "INSERT INTO runs (started_at, git_commit, git_branch, bench, simulated, status, flags, meta)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    _now(),
+                    git_commit,
+                    git_branch,
+                    str(bench),
+                    int(bool(simulated)),
+                    json.dumps(flags or {}, default=str),
+                    json.dumps(meta, default=str),
+                ),
+            )
+            return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        """Close a run with its final status ('passed', 'failed' or 'interrupted')."""
+        if status not in STATUSES or status == "running":
+            raise HilError(f"run status {status!r} is not a final status; use passed, failed or interrupted")
+        self.run(run_id)
+        with self._write() as c:
+            c.execute("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", (status, _now(), run_id))
+
+    def update_meta(self, run_id: int, **kv: Any) -> None:
+        """Merge keys into a run's metadata (firmware hash, scope IDN, board id, phase times ...)."""
+        with self._write() as c:
+            row = c.execute("SELECT meta FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise HilError(f"no run {run_id} in {self.path}")
+            meta = {**json.loads(row[0]), **kv}
+            c.execute("UPDATE runs SET meta = ? WHERE id = ?", (json.dumps(meta, default=str), run_id))
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark 'running' runs of this host whose process is gone as 'interrupted'; return their ids."""
+        host = socket.gethostname()
+        dead = []
+        for r in self._read("SELECT id, meta FROM runs WHERE status = 'running'"):
+            meta = json.loads(r["meta"] or "{}")
+            pid = meta.get("pid")
+            if meta.get("host") == host and isinstance(pid, int) and not _alive(pid, meta.get("pid_start")):
+                dead.append(r["id"])
+        if dead:
+            with self._write() as c:
+                c.executemany(
+                    "UPDATE runs SET status = 'interrupted' WHERE id = ? AND status = 'running'",
+                    [(i,) for i in dead],
+                )
+        return dead
+
+    @staticmethod
+    def _run(row: dict[str, Any]) -> Run:
+        return Run(
+            id=row["id"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            git_commit=row["git_commit"],
+            git_branch=row["git_branch"],
+            bench=row["bench"],
+            simulated=bool(row["simulated"]),
+            status=row["status"],
+            flags=json.loads(row["flags"] or "{}"),
+            meta=json.loads(row["meta"] or "{}"),
+        )
+
+    def runs(self, limit: int | None = None) -> list[Run]:
+        """Runs, oldest first; `limit` keeps the newest N."""
+        sql = "SELECT * FROM runs ORDER BY id DESC" + (" LIMIT ?" if limit else "")
+        rows = self._read(sql, (int(limit),) if limit else ())
+        return [self._run(r) for r in reversed(rows)]
+
+    def run(self, run_id: int) -> Run:
+        """One run by id; an unknown id is a HilError."""
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (int(run_id),))
+        if not rows:
+            raise HilError(f"no run {run_id} in {self.path}; see `hil history --runs`")
+        return self._run(rows[0])
+
+    def resolve(self, ref: int | str, *, before: int | None = None) -> int:
+        """A run id from a reference: an id, `latest`, or `latest-main` (newest finished run on main/master).
+
+        `before` restricts `latest`/`latest-main` to runs older than that id (a run is not its own baseline).
+        """
+        text = str(ref).strip()
+        if text.isdigit():
+            return self.run(int(text)).id
+        older = "" if before is None else f" AND id < {int(before)}"
+        if text == "latest":
+            rows = self._read(f"SELECT id FROM runs WHERE 1 = 1{older} ORDER BY id DESC LIMIT 1")
+            what = "no run"
+        elif text == "latest-main":
+            branches = ", ".join(f"'{b}'" for b in MAIN_BRANCHES)
+            rows = self._read(
+                f"SELECT id FROM runs WHERE git_branch IN ({branches}) AND status IN ('passed', 'failed')"
+                f"{older} ORDER BY id DESC LIMIT 1"
+            )
+            what = "no finished run on branch main or master"
+        else:
+            raise HilError(f"unknown run reference {text!r}; use a run id, 'latest' or 'latest-main'")
+        if not rows:
+            where = f" before run {before}" if before is not None else ""
+            raise HilError(f"{what}{where} in {self.path} (reference {text!r})")
+        return int(rows[0]["id"])
+
+    # -- measurements ---------------------------------------------------------------------------------
+
+    def record(
+        self,
+        run_id: int,
+        variant: str,
+        metric: str,
+        value: float | None,
+        *,
+        unit: str | None = None,
+        valid: bool = True,
+        reason: str | None = None,
+        trials: int = 1,
+        spread: float | None = None,
+        skipped: bool = False,
+    ) -> None:
+        """Store one figure in its own committed transaction (recording it again replaces it).
+
+        `skipped=True` records a measurement that cannot be taken by design (reason required, value none).
+        """
+        if skipped:
+            if not reason:
+                raise HilError(f"{variant} {metric}: a skipped measurement needs a reason")
+            valid, value = False, None
+            reason = reason if reason.startswith(SKIPPED_PREFIX) else SKIPPED_PREFIX + reason
+        if unit is None:
+            unit = METRICS[metric].unit if metric in METRICS else ""
+        if value is not None:
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):  # NaN or infinite: not a figure
+                valid, reason, value = False, reason or f"non-finite value {value}", None
+        if valid and value is None:
+            valid, reason = False, reason or "no value"
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO measurements (run_id, variant, metric, value, unit, valid, reason, trials,"
+                " spread, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, variant, metric) DO UPDATE SET value = excluded.value,"
+                " unit = excluded.unit, valid = excluded.valid, reason = excluded.reason,"
+                " trials = excluded.trials, spread = excluded.spread, recorded_at = excluded.recorded_at",
+                (
+                    run_id,
+                    variant,
+                    metric,
+                    value,
+                    unit,
+                    int(bool(valid)),
+                    reason,
+                    int(trials),
+                    None if spread is None else float(spread),
+                    _now(),
+                ),
+            )
+
+    def measurements(self, run_id: int) -> list[Measurement]:
+        """Every measurement of a run, in the order they were recorded."""
+        rows = self._read("SELECT * FROM measurements WHERE run_id = ? ORDER BY id", (int(run_id),))
+        return [Measurement(**{**r, "valid": bool(r["valid"])}) for r in rows]
+
+    def history(self, variant: str | None = None, metric: str | None = None) -> pd.DataFrame:
+        """Long table of measurements with their run (one row per run, variant, metric), oldest first."""
+        import pandas as pd
+
+        sql = (
+            "SELECT r.id AS run_id, r.started_at, r.git_commit, r.git_branch, r.bench, r.simulated, r.status,"
+            " m.variant, m.metric, m.value, m.unit, m.valid, m.reason, m.trials, m.spread"
+            " FROM measurements m JOIN runs r ON r.id = m.run_id WHERE 1 = 1"
+        )
+        args: list[Any] = []
+        if variant is not None:
+            sql += " AND m.variant = ?"
+            args.append(variant)
+        if metric is not None:
+            sql += " AND m.metric = ?"
+            args.append(metric)
+        rows = self._read(sql + " ORDER BY r.id, m.id", tuple(args))
+        columns = [
+            "run_id",
+            "started_at",
+            "git_commit",
+            "git_branch",
+            "bench",
+            "simulated",
+            "status",
+            "variant",
+            "metric",
+            "value",
+            "unit",
+            "valid",
+            "reason",
+            "trials",
+            "spread",
+        ]
+        df = pd.DataFrame(rows, columns=columns)
+        df["simulated"] = df["simulated"].astype(bool)
+        df["valid"] = df["valid"].astype(bool)
+        df["value"] = df["value"].astype(float)
+        return df
+
+    # -- artifacts ------------------------------------------------------------------------------------
+
+    def add_artifact(self, run_id: int, variant: str | None, kind: str, path: str | Path) -> None:
+        """Remember a file of a run (variant None = whole run); paths under the db folder stay relative."""
+        p = Path(path).absolute()
+        base = self.path.parent.absolute()
+        stored = str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
+        with self._write() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO artifacts (run_id, variant, kind, path) VALUES (?, ?, ?, ?)",
+                (run_id, variant or "", kind, stored),
+            )
+
+    def artifacts(self, run_id: int, variant: str | None = None, kind: str | None = None) -> list[Artifact]:
+        """Files of a run (optionally of one variant / kind), with absolute paths."""
+        sql, args = "SELECT * FROM artifacts WHERE run_id = ?", [int(run_id)]
+        if variant is not None:
+            sql += " AND variant = ?"
+            args.append(variant)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        base = self.path.parent.absolute()
+        return [
+            Artifact(r["run_id"], r["variant"], r["kind"], base / r["path"])
+            for r in self._read(sql + " ORDER BY id", tuple(args))
+        ]
