@@ -410,7 +410,7 @@ class HilSession:
             self._station.stop()
             self._station = None
         if self._run_id is not None:
-            key = f"phases_{'gw%d' % self.worker if self.worker is not None else 'main'}"
+            key = f"phases_{f'gw{self.worker}' if self.worker is not None else 'main'}"
             self.store.update_meta(self._run_id, **{key: dict(self.phases)}, **self.suite_properties)
 
 
