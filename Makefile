@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
+# One xdist worker per board+scope pair of the bench (bench.yaml lists two virtual ones).
+HIL_WORKERS ?= 2
+
 hil: $(STAMP)
-	$(VENV)/bin/pytest -m hil $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m hil -n $(HIL_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -49,9 +49,7 @@ class ScopeConfig(_Strict):
     @model_validator(mode="after")
     def _distinct_channels(self) -> ScopeConfig:
         if self.shunt_channel == self.marker_channel:
-            raise ValueError(
-                f"shunt_channel and marker_channel are both {self.shunt_channel}; use two channels"
-            )
+            raise ValueError(f"shunt_channel and marker_channel are both {self.shunt_channel}; use two channels")
         return self
 
     @property
@@ -70,6 +68,7 @@ class BoardConfig(_Strict):
     cpu_mhz: int = Field(240, ge=1, le=400)
     marker_gpio: int = Field(4, ge=0, le=48)
     arena_bytes: int = Field(256 * 1024, ge=1024)
+    scope: ScopeConfig | None = None  # this board's own scope (a board+scope pair); default: the bench's scope
 
     @property
     def is_virtual(self) -> bool:
@@ -106,7 +105,7 @@ class BenchConfig(_Strict):
     @property
     def is_virtual(self) -> bool:
         """True when any part of the bench is simulated (its figures are then labelled simulated)."""
-        return self.scope.is_virtual or any(b.is_virtual for b in self.boards)
+        return self.scope.is_virtual or any(b.is_virtual or (b.scope and b.scope.is_virtual) for b in self.boards)
 
     def board(self, name: str | None = None) -> BoardConfig:
         """The named board, or the first one."""
@@ -115,9 +114,7 @@ class BenchConfig(_Strict):
         for b in self.boards:
             if b.name == name:
                 return b
-        raise HilError(
-            f"no board named {name!r} in the bench; boards: {', '.join(b.name for b in self.boards)}"
-        )
+        raise HilError(f"no board named {name!r} in the bench; boards: {', '.join(b.name for b in self.boards)}")
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil.bench import BenchConfig
+from hil.bench import BenchConfig, ScopeConfig
 from hil.power import PowerReport, analyze
 from hil.protocol import DutClient, InferResult
 
@@ -75,9 +75,7 @@ class PowerMeasurement:
         }
         if not valid:
             reason = self.trials[0].report.reason if self.trials else "no capture"
-            bad = Figure(
-                None, trials=len(self.trials), valid=False, reason=f"scope capture invalid: {reason}"
-            )
+            bad = Figure(None, trials=len(self.trials), valid=False, reason=f"scope capture invalid: {reason}")
             names = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj",
                      "dynamic_energy_mj", "pulse_width_ms", "pulse_vs_latency_pct")  # fmt: skip
             return {**out, **dict.fromkeys(names, bad)}
@@ -108,10 +106,9 @@ def _median(values: list[float]) -> Figure:
 
 
 def _configure(
-    scope, bench: BenchConfig, n: int, period_s: float, shunt_full_scale_v: float, points: int
+    scope, bench: BenchConfig, sc: ScopeConfig, n: int, period_s: float, shunt_full_scale_v: float, points: int
 ) -> None:
     """Shunt channel from slightly below 0 V to `shunt_full_scale_v`, marker at logic levels, trigger on it."""
-    sc = bench.scope
     span_div = scope.adc_span_div
     scope.configure_channel(sc.shunt_channel, shunt_full_scale_v * 1.1 / span_div, shunt_full_scale_v * 0.45)
     scope.configure_channel(sc.marker_channel, 1.5 * MARKER_LOGIC_V / span_div, MARKER_LOGIC_V / 2)
@@ -125,11 +122,13 @@ def _configure(
 
 
 def _capture(
-    scope, dut: DutClient, bench: BenchConfig, n: int, warmup: int, gap_ms: int, timeout_s: float
+    scope, dut: DutClient, bench: BenchConfig, sc: ScopeConfig, n: int, warmup: int, gap_ms: int, timeout_s: float
 ) -> Trial:
-    sc = bench.scope
+    if warmup:
+        # Warm up before arming: warm-up inferences in the pre-trigger part of the record would count as idle.
+        dut.infer(warmup, 0, 0)
     scope.arm()
-    result = dut.infer(n, warmup, gap_ms)
+    result = dut.infer(n, 0, gap_ms)
     scope.wait_for_trigger(timeout_s=timeout_s)
     shunt, marker = scope.fetch(sc.shunt_channel, sc.marker_channel)
     report = analyze(
@@ -150,9 +149,11 @@ def measure_power(
     bench: BenchConfig,
     settings: Settings = Settings(),
     *,
+    channels: ScopeConfig | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> PowerMeasurement:
     """Range the shunt channel on a short burst, then capture `settings.trials` timed runs of `infer N W GAP`."""
+    sc = channels or bench.scope
     probe = dut.infer(3, 1)
     latency_s = probe.max_us / 1e6
     gap_ms = settings.gap_ms if settings.gap_ms is not None else max(1, round(latency_s * 1e3 / 4))
@@ -163,10 +164,8 @@ def measure_power(
 
     # ranging: one short burst on a wide range, then set the range from what the shunt really shows
     burst = min(n, 5)
-    _configure(
-        scope, bench, burst, period_s, RANGING_FULL_SCALE_V * bench.shunt.gain, settings.record_points // 4
-    )
-    ranging = _capture(scope, dut, bench, burst, 0, gap_ms, timeout_s)
+    _configure(scope, bench, sc, burst, period_s, RANGING_FULL_SCALE_V * bench.shunt.gain, settings.record_points // 4)
+    ranging = _capture(scope, dut, bench, sc, burst, 0, gap_ms, timeout_s)
     peak = float(np.max(ranging.shunt.volts))
     full_scale = max(peak * 1.2, 1e-4)
     progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
@@ -174,8 +173,8 @@ def measure_power(
     m = PowerMeasurement(n, settings.warmup, gap_ms)
     for trial in range(settings.trials):
         for _attempt in range(MAX_RERANGES + 1):
-            _configure(scope, bench, n, period_s, full_scale, settings.record_points)
-            t = _capture(scope, dut, bench, n, settings.warmup, gap_ms, timeout_s)
+            _configure(scope, bench, sc, n, period_s, full_scale, settings.record_points)
+            t = _capture(scope, dut, bench, sc, n, settings.warmup, gap_ms, timeout_s)
             if not t.report.clipped:
                 break
             full_scale *= 2
@@ -213,12 +212,8 @@ def measure_accuracy(
 
     info = dut.require_model()
     assert info.input is not None and info.output is not None
-    spec_in = TensorSpec(
-        info.input.shape, np.dtype(info.input.dtype), info.input.scale, info.input.zero_point
-    )
-    spec_out = TensorSpec(
-        info.output.shape, np.dtype(info.output.dtype), info.output.scale, info.output.zero_point
-    )
+    spec_in = TensorSpec(info.input.shape, np.dtype(info.input.dtype), info.input.scale, info.input.zero_point)
+    spec_out = TensorSpec(info.output.shape, np.dtype(info.output.dtype), info.output.scale, info.output.zero_point)
     xq = quantize_input(x, spec_in)
     host = TflmModel(host_model) if host_model is not None else None
     device_out, host_out = [], []

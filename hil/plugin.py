@@ -40,13 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="comma-separated variants, recipes or reference-study names (default: the whole matrix)",
     )
     g.addoption("--models-config", default=None, help="variant matrix (default: models/variants.yaml)")
-    g.addoption(
-        "--models-dir", default="artifacts/models", help="factory output folder (default: %(default)s)"
-    )
+    g.addoption("--models-dir", default="artifacts/models", help="factory output folder (default: %(default)s)")
     g.addoption("--data", default="digits", help="data set: digits | svhn:PATH | mnist:PATH | fashion:PATH")
-    g.addoption(
-        "--inferences", type=int, default=None, help="timed inferences per capture (default: --window)"
-    )
+    g.addoption("--inferences", type=int, default=None, help="timed inferences per capture (default: --window)")
     g.addoption(
         "--window",
         type=float,
@@ -56,12 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--warmup", type=int, default=5, help="warm-up inferences before each capture (default: 5)")
     g.addoption("--trials", type=int, default=5, help="captures per variant; median reported (default: 5)")
-    g.addoption(
-        "--accuracy-samples", type=int, default=0, help="test images streamed to the device (0 = all)"
-    )
-    g.addoption(
-        "--results-db", default="reports/results.sqlite", help="results history (default: %(default)s)"
-    )
+    g.addoption("--accuracy-samples", type=int, default=0, help="test images streamed to the device (0 = all)")
+    g.addoption("--results-db", default="reports/results.sqlite", help="results history (default: %(default)s)")
     g.addoption("--report-dir", default="reports/latest", help="report folder (default: %(default)s)")
     g.addoption("--baseline", default=None, metavar="RUN", help="gate against a run id or latest-main")
     g.addoption("--gate", action="append", default=[], metavar="METRIC:TOL", help="e.g. energy_mj:5%%")
@@ -145,9 +137,7 @@ class HilSession:
         self.config = config
         self.options = HilOptions.from_config(config)
         workerinput = getattr(config, "workerinput", None)
-        self.uid: str = (
-            workerinput[SESSION_KEY] if workerinput and SESSION_KEY in workerinput else uuid.uuid4().hex
-        )
+        self.uid: str = workerinput[SESSION_KEY] if workerinput and SESSION_KEY in workerinput else uuid.uuid4().hex
         self.worker = _worker_index(config)
         self.phases: dict[str, float] = defaultdict(float)
         self.suite_properties: dict[str, Any] = {}
@@ -159,6 +149,7 @@ class HilSession:
         self._dataset = None
         self._measured: dict[str, dict[str, Any]] = {}
         self._skipped: dict[str, str] = {}
+        self._failed: dict[str, str] = {}
         self._plan = None
 
     # -- configuration --------------------------------------------------------------------------------
@@ -238,10 +229,7 @@ class HilSession:
                         "bench_name": str(self.options.bench),
                         "simulated": self.bench.is_virtual,
                         "budgets": {
-                            v: {
-                                m: {"min": lim.min, "max": lim.max}
-                                for m, lim in budgets.for_variant(v).items()
-                            }
+                            v: {m: {"min": lim.min, "max": lim.max} for m, lim in budgets.for_variant(v).items()}
                             for v in selected
                         },
                     }
@@ -307,20 +295,28 @@ class HilSession:
         """All figures of one variant (metric -> hil.measure.Figure), measured once and recorded at once."""
         if variant in self._skipped:
             raise Skipped(self._skipped[variant])
+        if variant in self._failed:
+            raise HilError(self._failed[variant])
         if variant not in self._measured:
             try:
                 self._measured[variant] = self._measure(variant)
             except Skipped as exc:
                 self._skipped[variant] = str(exc)
-                self._record_skip(variant, str(exc))
+                self._record_missing(variant, str(exc), skipped=True)
                 raise
+            except USER_ERRORS as exc:
+                self._failed[variant] = f"{variant}: {exc}"
+                self._record_missing(variant, f"measurement failed: {exc}", skipped=False)
+                raise HilError(self._failed[variant]) from None
         return self._measured[variant]
 
-    def _record_skip(self, variant: str, reason: str) -> None:
-        path = self.run_dir / f"{variant}-skip.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"variant": variant, "reason": reason}))
-        self.store.add_artifact(self.run_id, variant, "skip", path)
+    def _record_missing(self, variant: str, reason: str, *, skipped: bool) -> None:
+        """Every budgeted metric not measured yet gets a row with the reason: nothing is silently absent."""
+        _, budgets = self.plan()
+        done = {m.metric for m in self.store.measurements(self.run_id) if m.variant == variant}
+        for metric in budgets.for_variant(variant):
+            if metric not in done:
+                self.store.record(self.run_id, variant, metric, None, valid=False, reason=reason, skipped=skipped)
 
     def _measure(self, variant: str) -> dict[str, Any]:
         from hil.measure import Figure, Settings, measure_accuracy, measure_power
@@ -350,8 +346,8 @@ class HilSession:
             hello = dut.hello_info
             assert hello is not None
             self._note_suite(hello, station)
-            if not hello.model_ok:
-                raise Skipped(f"{variant}: the board refused the model: {hello.model_error}")
+            if not hello.model_ok:  # the host runtime runs it, so the board refusing it is a failure
+                raise HilError(f"the board refused the model: {hello.model_error}")
             keep("arena_kb", Figure((hello.arena_used or 0) / 1024))
             t1 = time.perf_counter()
             with station.scope() as scope:
@@ -363,7 +359,12 @@ class HilSession:
                     window_s=self.options.window,
                 )
                 power = measure_power(
-                    dut, scope, self.bench, settings, progress=lambda s: self.progress(f"{variant}: {s}")
+                    dut,
+                    scope,
+                    self.bench,
+                    settings,
+                    channels=station.scope_config,
+                    progress=lambda s: self.progress(f"{variant}: {s}"),
                 )
             self.phases["power_s"] += time.perf_counter() - t1
             for metric, fig in power.figures().items():
@@ -456,9 +457,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return [pytest.mark.xdist_group(v)] if xdist else []
 
     if "metric" in metafunc.fixturenames:
-        params = [
-            pytest.param(v, m, id=f"{v}-{m}", marks=group(v)) for v, m, _limit in budgets.cases(selected)
-        ]
+        params = [pytest.param(v, m, id=f"{v}-{m}", marks=group(v)) for v, m, _limit in budgets.cases(selected)]
         metafunc.parametrize(("variant", "metric"), params)
     else:
         metafunc.parametrize("variant", [pytest.param(v, id=v, marks=group(v)) for v in selected])

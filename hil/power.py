@@ -1,6 +1,6 @@
 """Power analysis of a shunt capture: current, power, inference windows, energy per inference, uncertainty.
 
-Wiring (see docs/measuring-power.md): `low_side` (shunt in the ground return, single-ended), `high_side`
+Wiring (see "Measuring power" in README.md): `low_side` (shunt in the ground return, single-ended), `high_side`
 (shunt in the supply line, differential: a differential probe, or CH1 - CH2 via `shunt_ref`) and
 `amplifier` (a current-sense amplifier of gain `amplifier_gain` feeding one channel). All three give the
 shunt voltage Vs; current I = Vs / R, board voltage = supply - Vs (burden correction) and P = V_board * I.

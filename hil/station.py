@@ -19,7 +19,7 @@ class Station:
     def __init__(self, config: BenchConfig, board: str | None = None):
         self.config = config
         self.board: BoardConfig = config.board(board)
-        self.scope_config: ScopeConfig = config.scope
+        self.scope_config: ScopeConfig = self.board.scope or config.scope
         self.virtual = None  # hil.sim.bench.VirtualBench on a virtual board
 
     @property
@@ -32,9 +32,7 @@ class Station:
         if self.board.is_virtual:
             from hil.sim.bench import VirtualBench
 
-            self.virtual = VirtualBench(self.config, None, board=self.board.name, boot_s=0.05).start(
-                tcp_port=None
-            )
+            self.virtual = VirtualBench(self.config, None, board=self.board.name, boot_s=0.05).start(tcp_port=None)
         else:
             from hil.firmware import check_port
 
@@ -84,9 +82,7 @@ class Station:
         """An open oscilloscope driver for this station's scope."""
         from instruments.scope import open_scope
 
-        return open_scope(
-            self.scope_resource, self.scope_config.driver, timeout_s=self.scope_config.timeout_s
-        )
+        return open_scope(self.scope_resource, self.scope_config.driver, timeout_s=self.scope_config.timeout_s)
 
     def __enter__(self) -> Station:
         return self.start()

@@ -190,7 +190,7 @@ def rank_variants(variants: list[VariantResult], reference: str | None) -> tuple
         figures = {k: v.value(k) for k in RANK_METRICS}
         if v.size_bytes is None or any(x is None for x in figures.values()):
             missing = [k for k, x in figures.items() if x is None] + ([] if v.size_bytes else ["size"])
-            left_out.append(f"{v.name} ({v.skip_reason or 'no valid ' + ', '.join(missing)})")
+            left_out.append(f"{v.name} ({'skipped' if v.skip_reason else 'no valid ' + ', '.join(missing)})")
             continue
         rows.append({"variant": v.name, "size_bytes": v.size_bytes, **figures})
     note = f"Not ranked: {'; '.join(left_out)}." if left_out else ""

@@ -42,6 +42,14 @@ class Pre:
 
 
 @dataclass
+class Folded:
+    """Preformatted text hidden behind a one-line summary (HTML <details>, which GitHub markdown renders)."""
+
+    summary: str
+    text: str
+
+
+@dataclass
 class TableBlock:
     table: Table
 
@@ -52,7 +60,7 @@ class Image:
     caption: str
 
 
-Block = Heading | Paragraph | Banner | Bullets | Pre | TableBlock | Image
+Block = Heading | Paragraph | Banner | Bullets | Pre | Folded | TableBlock | Image
 
 
 def _md_cell(text: str) -> str:
@@ -73,6 +81,8 @@ def to_markdown(blocks: list[Block]) -> str:
             out.append("\n".join(f"- {item}" for item in b.items))
         elif isinstance(b, Pre):
             out.append(f"```\n{b.text}\n```")
+        elif isinstance(b, Folded):
+            out.append(f"<details><summary>{html.escape(b.summary)}</summary>\n\n```\n{b.text}\n```\n\n</details>")
         elif isinstance(b, TableBlock):
             out.append(_md_table(b.table))
         elif isinstance(b, Image):
@@ -131,6 +141,7 @@ th{background:#f0f3f6}td:first-child,th:first-child{text-align:left;white-space:
 td:last-child{text-align:left}tbody tr:nth-child(even){background:#fafbfc}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.88em;color:#555}.notes{font-size:.85em;color:#555}
+summary{cursor:pointer;font-weight:600;margin:.5em 0}
 """
 
 
@@ -148,6 +159,9 @@ def to_html(blocks: list[Block], folder: Path, title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Pre):
             parts.append(f"<pre>{html.escape(b.text, quote=False)}</pre>")
+        elif isinstance(b, Folded):
+            parts.append(f"<details><summary>{_inline(b.summary)}</summary>"
+                         f"<pre>{html.escape(b.text, quote=False)}</pre></details>")
         elif isinstance(b, TableBlock):
             parts.append(_html_table(b.table))
         elif isinstance(b, Image):

@@ -42,7 +42,8 @@ def envelope(t: np.ndarray, y: np.ndarray, points: int = TRACE_POINTS) -> tuple[
     """(t, min, max, mean) per bin so a long capture plots fast without hiding its peaks."""
     if y.size <= 2 * points:
         return t, y, y, y
-    bins = y.size // points
+    bins = -(-y.size // points)  # ceil: at most `points` bins, and less than one bin of samples left over
+    points = y.size // bins
     n = bins * points
     shaped = y[:n].reshape(points, bins)
     centres = t[:n].reshape(points, bins).mean(axis=1)
@@ -59,6 +60,7 @@ def _panel(ax, t_ms: np.ndarray, power: np.ndarray, marker: np.ndarray | None,
     ax.fill_between(tt, lo, hi, color=POWER_COLOR, alpha=0.3, lw=0)
     ax.plot(tt, mean, color=POWER_COLOR, lw=0.8, label="power (mW)")
     ax.set_xlim(t_ms[0], t_ms[-1])
+    ax.set_ylim(0, float(np.max(hi)) * 1.12)
     ax.set_xlabel("time from trigger (ms)")
     ax.set_ylabel("board power (mW)", color=POWER_COLOR)
     ax.set_title(title, fontsize=9)
@@ -68,14 +70,14 @@ def _panel(ax, t_ms: np.ndarray, power: np.ndarray, marker: np.ndarray | None,
         mt, _, mhi, _ = envelope(t_ms, marker)
         twin.plot(mt, mhi, color=MARKER_COLOR, lw=0.7, drawstyle="steps-mid", label="marker (V)")
         twin.set_ylabel("marker GPIO (V)", color=MARKER_COLOR)
-        twin.set_ylim(-0.5, max(4.0, float(np.max(marker)) * 1.2))
+        twin.set_ylim(-0.3, max(3.3, float(np.max(marker))) * 1.9)  # marker mid-height, clear of the power
     if legend:
         from matplotlib.patches import Patch
 
-        handles = [ax.lines[0], Patch(color=WINDOW_COLOR, alpha=0.35, label="inference window")]
+        handles = [ax.lines[0], Patch(color=WINDOW_COLOR, alpha=0.35, label="inference window (marker)")]
         if marker is not None:
             handles.append(twin.lines[0])
-        ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.9)
+        ax.figure.legend(handles=handles, fontsize=8, loc="lower center", ncol=3, frameon=False)
 
 
 def power_trace(variant: str, shunt_path: Path, marker_path: Path | None, power_path: Path | None,
@@ -90,7 +92,7 @@ def power_trace(variant: str, shunt_path: Path, marker_path: Path | None, power_
     mv = marker.volts if marker is not None and len(marker) == len(shunt) else None
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     energy = (analysis.get("energy_per_inference_mj") or {}).get("mean")
     figures = f"{analysis.get('n_inferences', len(windows))} windows"
     if energy is not None:
@@ -103,13 +105,13 @@ def power_trace(variant: str, shunt_path: Path, marker_path: Path | None, power_
         keep = (t_ms >= lo_ms) & (t_ms <= hi_ms)
         if keep.sum() > 2:
             _panel(axes[1], t_ms[keep], power[keep], None if mv is None else mv[keep], windows,
-                   f"zoom: first {len(first)} inference window(s)", legend=False)
+                   "zoom: first inference window" + ("s" if len(first) > 1 else ""), legend=False)
     else:
         axes[1].text(0.5, 0.5, "no inference window found", ha="center", va="center")
         axes[1].set_axis_off()
     sim = " — SIMULATED" if simulated else ""
     fig.suptitle(f"{variant}: power trace{sim}", fontsize=11, color="#b00020" if simulated else "black")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
@@ -137,13 +139,16 @@ def pareto(rows: list[tuple[str, float, float]], out: Path, *, chosen: str | Non
     ax.scatter(x, y, s=28, color="#888888", zorder=2, label="variant")
     fx, fy = x[front], y[front]
     ax.step(fx, fy, where="post", color="#b00020", lw=1.2, zorder=1)
-    ax.scatter(fx, fy, s=60, color="#b00020", zorder=3, label="Pareto front")
     if chosen in names:
         i = names.index(chosen)
-        ax.scatter([x[i]], [y[i]], s=260, marker="*", color="#2e7d32", zorder=4, label=f"chosen: {chosen}")
+        ax.scatter([x[i]], [y[i]], s=320, marker="*", color="#2e7d32", zorder=3, label=f"chosen: {chosen}")
+    ax.scatter(fx, fy, s=40, color="#b00020", zorder=4, label="Pareto front")
+    groups: dict[tuple[float, float], list[str]] = {}  # variants with the same figures share one label
     for i, name in enumerate(names):
-        ax.annotate(name, (x[i], y[i]), xytext=(5, 4 if i % 2 == 0 else -10), textcoords="offset points",
-                    fontsize=7)
+        groups.setdefault((float(f"{x[i]:.3g}"), float(f"{y[i]:.3g}")), []).append(name)
+    for i, ((gx, gy), members) in enumerate(sorted(groups.items())):
+        ax.annotate("\n".join(members), (gx, gy), xytext=(6, 5 if i % 2 == 0 else -6), fontsize=7,
+                    textcoords="offset points", va="bottom" if i % 2 == 0 else "top")
     if x.size and x.min() > 0 and x.max() / x.min() > 8:
         ax.set_xscale("log")
     ax.set_xlabel("energy per inference (mJ)  — lower is better")
@@ -152,7 +157,7 @@ def pareto(rows: list[tuple[str, float, float]], out: Path, *, chosen: str | Non
     ax.set_title(f"Accuracy vs energy per inference{sim}", fontsize=11,
                  color="#b00020" if simulated else "black")
     ax.grid(alpha=0.3)
-    ax.margins(x=0.12, y=0.08)
+    ax.margins(x=0.18, y=0.12)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=100)

@@ -48,7 +48,10 @@ def figure(v: VariantResult, name: str, notes: list[str] | None = None) -> str:
     text = number(m.value, unit(name, m))
     spread = getattr(m, "spread", None)
     if name in SPREAD_METRICS and spread and (getattr(m, "trials", 0) or 0) > 1 and math.isfinite(spread):
-        text += f" ±{number(spread / 2, unit(name, m))}"  # half the max - min range over trials
+        decimals = len(text.partition(".")[2])
+        half = f"{spread / 2:.{decimals}f}"  # half the max - min range over trials, to the value's precision
+        if float(half) > 0:
+            text += f" ±{half}"
     return text
 
 
@@ -66,8 +69,21 @@ def _host_accuracy(v: VariantResult) -> str:
     return MISSING if acc is None else number(100 * float(acc), "%")
 
 
+def failed_budget(v: VariantResult, name: str) -> str:
+    """'energy_mj 2.41 > max 2 mJ' from the measurement and its limits; the bare name when they are unknown."""
+    m, limits = v.measurements.get(name), v.budgets.get(name, {})
+    if m is None or not m.valid or m.value is None:
+        return f"{name} invalid" if m is not None else f"{name} not measured"
+    u = unit(name, m)
+    for key, broken in (("max", lambda lim: m.value > lim), ("min", lambda lim: m.value < lim)):
+        if limits.get(key) is not None and broken(limits[key]):
+            sign = ">" if key == "max" else "<"
+            return f"{name} {number(m.value, u)} {sign} {key} {limits[key]:g} {u}".rstrip()
+    return name
+
+
 def budget_summary(v: VariantResult, width: int = 0) -> str:
-    """'pass 8/8', 'FAIL 1/8: energy_mj: <message>' or 'skipped: <reason>'."""
+    """'pass 8/8', 'FAIL 1/8: energy_mj 2.41 > max 2 mJ' or 'skipped: <reason>' (cut to `width`)."""
     if v.skip_reason is not None:
         text = f"skipped: {v.skip_reason}"
     elif not v.verdicts and not v.budgets:
@@ -76,8 +92,7 @@ def budget_summary(v: VariantResult, width: int = 0) -> str:
         failures = v.failures
         total = len(set(v.verdicts) | set(v.budgets))
         if failures:
-            text = f"FAIL {len(failures)}/{total}: " + "; ".join(
-                f"{k}: {msg}" if msg else k for k, msg in failures)
+            text = f"FAIL {len(failures)}/{total}: " + "; ".join(failed_budget(v, k) for k, _ in failures)
         else:
             skipped = sum(1 for x in v.verdicts.values() if x.outcome == "skipped")
             text = f"pass {total - skipped}/{total}" + (f" ({skipped} skipped)" if skipped else "")
@@ -88,7 +103,7 @@ MAIN_COLUMNS = ("variant", "size KB", "gzip KB", "latency ms", "p95 ms", "power 
                 "dyn. power mW", "acc. host %", "acc. device %", "arena KB", "budgets")  # fmt: skip
 
 
-def main_table(data: ReportData, *, verdict_width: int = 0) -> Table:
+def main_table(data: ReportData, *, verdict_width: int = 90) -> Table:
     """The reference study's table (size, latency, power) extended with energy, accuracy, arena, verdicts."""
     notes: list[str] = []
     rows = []
@@ -172,3 +187,12 @@ def text_table(table: Table) -> str:
 def _looks_numeric(text: str) -> bool:
     head = text.split(" ")[0]
     return head in (MISSING, "invalid") or head.replace(".", "", 1).replace("-", "", 1).isdigit()
+
+
+def gate_failures_table(gate: Any, simulated: bool) -> Table:
+    """The rows that fail the gate (regression beyond tolerance, invalid, missing)."""
+    rows = [[r.variant, r.metric, number(r.baseline, r.unit), number(r.value, r.unit),
+             MISSING if r.change_pct is None else f"{r.change_pct:+.2f}", r.tolerance or MISSING, r.verdict,
+             r.reason or ""] for r in gate.failures]
+    headers = ["variant", "metric", "baseline", "this run", "change %", "tolerance", "verdict", "reason"]
+    return Table(f"Figures failing the gate{' (simulated)' if simulated else ''}", headers, rows)

@@ -16,15 +16,22 @@ from hil.report.document import (
     Banner,
     Block,
     Bullets,
+    Folded,
     Heading,
     Image,
     Paragraph,
-    Pre,
     TableBlock,
     to_html,
     to_markdown,
 )
-from hil.report.tables import CSV_COLUMNS, csv_rows, main_table, ranking_table, text_table
+from hil.report.tables import (
+    CSV_COLUMNS,
+    csv_rows,
+    gate_failures_table,
+    main_table,
+    ranking_table,
+    text_table,
+)
 from instruments.errors import InstrumentError
 
 OWN_FILES = ("report.md", "report.html", "results.csv")  # plus every *.png; anything else is kept
@@ -36,6 +43,11 @@ def _sim(data: report_data.ReportData) -> str:
     return " (simulated)" if data.simulated else ""
 
 
+def _when(stamp: str | None) -> str:
+    """'2026-01-02 03:04:05 UTC' from a stored ISO time."""
+    return f"{stamp[:10]} {stamp[11:19]} UTC" if stamp and len(stamp) >= 19 else (stamp or "–")
+
+
 def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
     run, meta = data.run, data.meta
     blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{_sim(data)}")]
@@ -43,7 +55,7 @@ def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
         blocks.append(Banner(SIMULATED_BANNER))
     phases = meta.get("phases") or {}
     items = [
-        f"**Run** {run.id}, {run.status}: started {run.started_at}, finished {run.finished_at or '–'}",
+        f"**Run** {run.id}, {run.status}: started {_when(run.started_at)}, finished {_when(run.finished_at)}",
         f"**Commit** `{run.git_commit or '–'}` on branch `{run.git_branch or '–'}`",
         f"**Bench** {meta.get('bench_name') or run.bench}: board `{meta.get('board_id') or '–'}`, "
         f"scope `{meta.get('scope_idn') or '–'}`",
@@ -113,10 +125,14 @@ def _pareto(data: report_data.ReportData, folder: Path) -> list[Block]:
 def _baseline(data: report_data.ReportData) -> list[Block]:
     if data.gate is None:
         return []
-    verdict = "FAILED" if data.gate.failed else "passed"
-    return [Heading(2, f"Comparison with baseline run {data.baseline}{_sim(data)}"),
-            Paragraph(f"Gate **{verdict}**: every metric of this run against run {data.baseline}."),
-            Pre(data.gate.table())]
+    gate = data.gate
+    blocks: list[Block] = [Heading(2, f"Comparison with baseline run {data.baseline}{_sim(data)}"),
+                           Paragraph(f"**{gate.summary()}** (as `hil gate` reports it).")]
+    if gate.failures:
+        blocks.append(TableBlock(gate_failures_table(gate, data.simulated)))
+    blocks.append(Folded(f"every figure of run {data.run.id} against run {data.baseline} ({len(gate.rows)} rows)",
+                         gate.table()))
+    return blocks
 
 
 def _traces(data: report_data.ReportData, folder: Path) -> list[Block]:
@@ -228,7 +244,7 @@ def write_report(store: Any, run: int | str = "latest", out_dir: str | Path = "r
 def summary_table(store: Any, run: int | str = "latest") -> str:
     """The plain-text results table of the pytest terminal summary, with the chosen variant."""
     data = report_data.load(store, run)
-    table = main_table(data, verdict_width=70)
+    table = main_table(data, verdict_width=60)
     table.title = f"HIL run {data.run.id}: {table.title[0].lower()}{table.title[1:]}"
     lines = [text_table(table), *(f"  note: {n}" for n in table.notes)]
     if data.ranking is not None:

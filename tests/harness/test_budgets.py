@@ -80,9 +80,7 @@ def test_unknown_variant_is_an_error_naming_it_and_the_known_ones(tmp_path: Path
     with pytest.raises(HilError) as exc:
         budgets.check_variants(["baseline-no_opt", "qat-int8"])
     path = tmp_path / "budgets.yaml"
-    assert (
-        str(exc.value) == f"{path}: variants.pruned-int8: unknown variant; known: baseline-no_opt, qat-int8"
-    )
+    assert str(exc.value) == f"{path}: variants.pruned-int8: unknown variant; known: baseline-no_opt, qat-int8"
 
 
 @pytest.mark.parametrize(
@@ -113,9 +111,7 @@ def test_unknown_variant_is_an_error_naming_it_and_the_known_ones(tmp_path: Path
         ("defaults: {latency_ms: {max: 1}", "not valid YAML"),
     ],
 )
-def test_validation_errors_name_file_key_and_allowed_values(
-    tmp_path: Path, doc: object, expected: str
-) -> None:
+def test_validation_errors_name_file_key_and_allowed_values(tmp_path: Path, doc: object, expected: str) -> None:
     assert expected in error_of(tmp_path, doc)
 
 
@@ -138,3 +134,19 @@ def test_shipped_budgets_cover_the_default_matrix() -> None:
     budgets.check_variants(variants)
     for v in variants:
         assert {"latency_ms", "energy_mj", "accuracy", "flash_kb", "arena_kb"} <= set(budgets.for_variant(v))
+
+
+def test_documented_budget_example_and_metric_table_match_the_code(tmp_path: Path) -> None:
+    """docs/results-and-gate.md: its budgets example is valid and its metric table is METRICS."""
+    doc = (REPO / "docs" / "results-and-gate.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    budgets = load_budgets(write(tmp_path, example))
+    assert "arena_kb" not in budgets.for_variant("distilled-int8")
+    assert budgets.for_variant("baseline-no_opt")["latency_ms"].max == 28
+    table = doc.split("| metric | unit | better | budget |", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for name, unit, better, budget in (cells[:4], cells[4:]):
+            rows[name.strip("`")] = (unit, better, budget == "yes")
+    assert rows == {m.name: (m.unit, m.better, m.budget) for m in METRICS.values()}

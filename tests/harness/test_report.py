@@ -29,18 +29,14 @@ from tests.harness.power_synth import SUPPLY, R, make_capture
 
 pytestmark = pytest.mark.slow  # builds the tiny factory matrix (shared with other tests of the session)
 
-ENERGY_BUDGET_MJ = 1.2  # tight enough that the slowest variants fail it
+ENERGY_BUDGET_MJ = 2.0  # ~0.75 W while inferring: the float32 variants (4 ms) fail it, the int8 ones pass
 
 
-def _latency_ms(row: dict) -> float:
-    """A per-variant latency that follows size, so variants differ like on a bench."""
-    return 1.0 + 4.0 * row["size_bytes"] / 1e6
-
-
-def _record_variant(store: ResultsStore, run: int, row: dict, folder: Path, slower: float) -> None:
+def _record_variant(store: ResultsStore, run: int, row: dict, folder: Path, slower: float,
+                    largest: float) -> None:
     """Capture, analyze, save traces and record every figure of one variant, as the plugin does."""
     name = row["variant"]
-    width = _latency_ms(row) * slower / 1e3
+    width = (1.0 + 3.0 * row["size_bytes"] / largest) * slower / 1e3  # latency follows size, 1 to 4 ms
     shunt, marker, _ = make_capture(width=width, period=width * 1.6, duration=width * 1.6 * 6, dt=width / 200,
                                     seed=len(name))
     rep = analyze(shunt, marker, shunt_ohms=R, supply_volts=SUPPLY)
@@ -70,19 +66,19 @@ def _fill_run(store: ResultsStore, models_dir: Path, table: pd.DataFrame, folder
     budgets, verdicts = {}, {}
     for row in table.to_dict("records"):
         name = row["variant"]
-        budgets[name] = {"energy_mj": {"min": None, "max": ENERGY_BUDGET_MJ}, "accuracy": {"min": 50.0, "max": None}}
+        budgets[name] = {"energy_mj": {"min": None, "max": ENERGY_BUDGET_MJ}, "accuracy": {"min": 20.0, "max": None}}
         if not row["tflm_ok"]:
             for m in budgets[name]:
                 verdicts[f"{name}/{m}"] = {"outcome": "skipped", "message": f"TFLM cannot run it: {row['tflm_error']}"}
             continue
-        _record_variant(store, run, row, folder, (slower or {}).get(name, 1.0))
+        _record_variant(store, run, row, folder, (slower or {}).get(name, 1.0), float(table["size_bytes"].max()))
         values = {m.metric: m.value for m in store.measurements(run) if m.variant == name}
         energy_ok = values["energy_mj"] <= ENERGY_BUDGET_MJ
         verdicts[f"{name}/energy_mj"] = {
             "outcome": "passed" if energy_ok else "failed",
             "message": "" if energy_ok else f"{name} energy_mj {values['energy_mj']:.4g} mJ > max {ENERGY_BUDGET_MJ}",
         }
-        verdicts[f"{name}/accuracy"] = "passed" if values["accuracy"] >= 50 else "failed"
+        verdicts[f"{name}/accuracy"] = "passed" if values["accuracy"] >= 20 else "failed"
     store.update_meta(run, models_dir=str(models_dir), bench_name="virtual", board_id="esp32-0",
                       scope_idn="RIGOL TECHNOLOGIES,DS1104Z,SIM,00.04", firmware="fw-abc123", simulated=simulated,
                       budgets=budgets, verdicts=verdicts, phases={"models": 1.5, "measure": 20.25})
@@ -161,7 +157,8 @@ def test_failed_budget_names_variant_metric_and_limit(sim_report: Path, bench_db
     md = (sim_report / "report.md").read_text()
     for v in over:
         row = next(x for x in md.splitlines() if x.startswith(f"| {v} |"))
-        assert "FAIL 1/2" in row and "energy_mj" in row and f"max {ENERGY_BUDGET_MJ}" in row
+        assert f"FAIL 1/2: energy_mj {energy[v]:.4g} > max {ENERGY_BUDGET_MJ:g} mJ |" in row
+        assert f"**{v}** `energy_mj` failed: {v} energy_mj {energy[v]:.4g} mJ > max" in md  # the test's message
     for v in set(energy) - set(over):
         assert "pass 2/2" in next(x for x in md.splitlines() if x.startswith(f"| {v} |"))
 
@@ -234,12 +231,14 @@ def test_baseline_comparison_shows_the_gate_table(bench_db, tmp_path: Path) -> N
     slow_variant = table.loc[table["tflm_ok"].astype(bool), "variant"].iloc[0]
     with ResultsStore(db) as store:
         out = write_report(store, runs["slower"], tmp_path / "cmp", baseline=runs["sim"],
-                           tolerances=["latency_ms=5%"])
+                           tolerances=["latency_ms=5%", "energy_mj=5%"])
     md = (out / "report.md").read_text()
     section = md.split(f"## Comparison with baseline run {runs['sim']}")[1].split("\n## ")[0]
-    assert "Gate **FAILED**" in section
-    regressions = [line for line in section.splitlines() if "REGRESSION" in line]
-    assert regressions and all(line.startswith(slow_variant) for line in regressions)
+    assert "**gate FAILED: 2 REGRESSION of" in section
+    failing = [line for line in section.splitlines() if line.startswith("| ") and "REGRESSION" in line]
+    assert [line.split(" | ")[:2] for line in failing] == [[f"| {slow_variant}", "latency_ms"],
+                                                          [f"| {slow_variant}", "energy_mj"]]
+    assert "<details><summary>every figure of run" in section
 
 
 def test_rewrite_keeps_foreign_files_and_drops_stale_plots(bench_db, tmp_path: Path) -> None:
@@ -301,4 +300,5 @@ def test_trace_power_agrees_with_the_analysis(tmp_path: Path) -> None:
     rep = analyze(shunt, marker, shunt_ohms=R, supply_volts=SUPPLY)
     power = shunt_power_mw(Waveform.load(shunt.save(tmp_path / "s.npz")), rep.to_dict()["parameters"])
     assert math.isclose(float(power.mean()), rep.avg_power_mw, rel_tol=1e-9)
-    assert math.isclose(float(np.median(power)), truth.idle_power_mw, rel_tol=0.02)
+    idle = power[marker.volts < 1.0]
+    assert math.isclose(float(np.median(idle)), truth.idle_power_mw, rel_tol=0.01)

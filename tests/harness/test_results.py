@@ -18,12 +18,14 @@ from hil.results import SCHEMA_VERSION, ResultsStore
 
 # A writer process: records rows 0, 1, 2 ... and prints each index once record() has returned.
 WRITER = """
-import sys, time
+import os, sys, time
 from hil.results import ResultsStore
 db, run, variant, count, pause = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 store = ResultsStore(db)
 run_id = int(run) if run != "new" else store.start_run(bench="bench.yaml", simulated=True, git_branch="main")
 print(f"run {run_id}", flush=True)
+while len(sys.argv) > 6 and not os.path.exists(sys.argv[6]):  # start line shared by several writers
+    time.sleep(0.005)
 i = 0
 while count < 0 or i < count:
     store.record(run_id, variant, f"m{i:05d}", float(i), unit="ms", trials=5, spread=0.01)
@@ -34,9 +36,9 @@ store.finish_run(run_id, "passed") if run == "new" else None
 """
 
 
-def writer(db: Path, run: str, variant: str, count: int, pause: float) -> subprocess.Popen[str]:
+def writer(db: Path, run: str, variant: str, count: int, pause: float, go: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(db), run, variant, str(count), str(pause)],
+        [sys.executable, "-c", WRITER, str(db), run, variant, str(count), str(pause), *([str(go)] if go else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -208,9 +210,7 @@ def test_finish_run_rejects_unknown_status(store: ResultsStore) -> None:
         store.finish_run(42, "passed")
 
 
-def test_git_identity_from_ci_variables_outside_a_checkout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_git_identity_from_ci_variables_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # not a git checkout
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     for name in ("HIL_GIT_BRANCH", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "GITHUB_SHA", "CI_COMMIT_SHA"):
@@ -233,9 +233,7 @@ def test_git_identity_of_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
-    head = subprocess.run(
-        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     monkeypatch.chdir(repo)
     monkeypatch.delenv("HIL_GIT_BRANCH", raising=False)
     with ResultsStore(tmp_path / "r.sqlite") as s:
@@ -260,9 +258,7 @@ def test_killed_writer_loses_no_committed_row_and_next_run_starts_cleanly(tmp_pa
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     acknowledged = [int(line) for line in out.split()]  # rows whose record() returned before the kill
-    values = [
-        r[0] for r in raw_rows(db, "SELECT value FROM measurements WHERE run_id = ? ORDER BY id", (run_id,))
-    ]
+    values = [r[0] for r in raw_rows(db, "SELECT value FROM measurements WHERE run_id = ? ORDER BY id", (run_id,))]
     assert len(values) >= 50 and len(values) >= len(acknowledged)
     assert values == [float(i) for i in range(len(values))]  # no gap, no torn row
     assert set(acknowledged) <= {int(v) for v in values}
@@ -284,9 +280,7 @@ def test_a_live_run_is_not_marked_interrupted(store: ResultsStore) -> None:
     with ResultsStore(store.path) as other:
         assert other.run(run).status == "running"
     # a run of a process that has exited, recorded with this host's name, is interrupted
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(gone.stdout)
     conn = sqlite3.connect(store.path)
     meta = json.loads(conn.execute("SELECT meta FROM runs WHERE id = ?", (run,)).fetchone()[0])
@@ -299,7 +293,11 @@ def test_a_live_run_is_not_marked_interrupted(store: ResultsStore) -> None:
 
 def test_two_processes_write_one_run_concurrently(store: ResultsStore) -> None:
     run = store.start_run(bench="b", simulated=True, git_commit="c", git_branch="main")
-    procs = [writer(store.path, str(run), variant, 200, 0.0) for variant in ("gw0-variant", "gw1-variant")]
+    go = store.path.parent / "go"
+    procs = [writer(store.path, str(run), v, 200, 0.001, go) for v in ("gw0-variant", "gw1-variant")]
+    for p in procs:
+        assert p.stdout.readline().startswith("run "), p.stderr.read()  # both are connected and waiting
+    go.touch()
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
