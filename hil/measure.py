@@ -204,31 +204,31 @@ def measure_accuracy(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    host_model: bytes | None = None,
+    host_outputs: np.ndarray | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> AccuracyResult:
-    """Stream every test input through `input`/`data`/`run`; compare with host TFLM outputs when given a model."""
-    from models.tflm import TensorSpec, TflmModel, dequantize_output, quantize_input
+    """Stream every test input through `input`/`data`/`run`; compare with the host TFLM outputs if given.
+
+    `host_outputs` are the dequantized outputs of the host TFLM runtime for the same inputs (the factory's
+    `<variant>.tflm-outputs.npy`).
+    """
+    from models.tflm import TensorSpec, dequantize_output, quantize_input
 
     info = dut.require_model()
     assert info.input is not None and info.output is not None
     spec_in = TensorSpec(info.input.shape, np.dtype(info.input.dtype), info.input.scale, info.input.zero_point)
     spec_out = TensorSpec(info.output.shape, np.dtype(info.output.dtype), info.output.scale, info.output.zero_point)
     xq = quantize_input(x, spec_in)
-    host = TflmModel(host_model) if host_model is not None else None
-    device_out, host_out = [], []
+    device_out = []
     for i in range(len(xq)):
-        sample = xq[i : i + 1]
-        device_out.append(dequantize_output(dut.predict(sample), spec_out).reshape(-1))
-        if host is not None:
-            host_out.append(dequantize_output(host.invoke(sample), spec_out).reshape(-1))
+        device_out.append(dequantize_output(dut.predict(xq[i : i + 1]), spec_out).reshape(-1))
         if (i + 1) % 100 == 0:
             progress(f"accuracy: {i + 1}/{len(xq)} images")
     dev = np.stack(device_out)
     accuracy = float(np.mean(dev.argmax(1) == y)) * 100
-    if host is None:
+    if host_outputs is None:
         return AccuracyResult(len(xq), accuracy, None, None)
     from models.evaluate import agreement, mean_cosine
 
-    ref = np.stack(host_out)
+    ref = np.asarray(host_outputs)[: len(dev)]
     return AccuracyResult(len(xq), accuracy, agreement(dev, ref) * 100, mean_cosine(dev, ref))

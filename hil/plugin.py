@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hil.errors import USER_ERRORS, HilError
@@ -374,7 +375,8 @@ class HilSession:
             ds = self.dataset()
             n = self.options.accuracy_samples or len(ds.x_test)
             self.progress(f"{variant}: streaming {n} test images for on-device accuracy")
-            acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_model=model)
+            host = self.options.models_dir / f"{variant}.tflm-outputs.npy"
+            acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=np.load(host))
             self.phases["accuracy_s"] += time.perf_counter() - t2
         keep("accuracy", Figure(acc.accuracy_pct, trials=acc.samples))
         keep("output_agreement", Figure(acc.agreement_pct, trials=acc.samples))

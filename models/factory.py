@@ -350,6 +350,8 @@ def build(
             data_bytes = art.tflite.read_bytes()
             (tmp / f"{art.variant.name}.tflite").write_bytes(data_bytes)
             write_c_source(data_bytes, tmp, "model_" + art.variant.name.replace("-", "_"))
+            if art.probs_tflm is not None:  # host TFLM outputs on the test split: what a device should reproduce
+                np.save(tmp / f"{art.variant.name}.tflm-outputs.npy", art.probs_tflm)
             roc = art.folder / "roc.png"
             if roc.is_file():
                 shutil.copyfile(roc, tmp / f"{art.variant.name}-roc.png")

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from models.datasets import load
 from models.errors import ModelError
 from models.factory import METRICS_COLUMNS, build, load_metrics
 from tests.conftest import TINY_LIMITS
@@ -36,6 +38,12 @@ def test_artifacts_per_variant(tiny_build) -> None:
         c_name = "model_" + name.replace("-", "_")
         assert f"{len(data)};" in (out / f"{c_name}.cc").read_text()
         assert f"extern const unsigned char {c_name}[]" in (out / f"{c_name}.h").read_text()
+    outputs = np.load(out / "baseline-int8.tflm-outputs.npy")
+    assert outputs.shape == (TINY_LIMITS["limit_test"], 10)
+    assert float(np.mean(outputs.argmax(1) == load("digits", **TINY_LIMITS).y_test)) == pytest.approx(
+        table.set_index("variant").loc["baseline-int8", "accuracy_tflm"]
+    )
+    assert not (out / "baseline-dynamic.tflm-outputs.npy").exists()  # not deployable: no TFLM outputs
     assert (out / "baseline-int8-roc.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "pruned-weights.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "clustered-weights.png").is_file()
