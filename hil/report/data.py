@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from hil.metrics import METRICS
+from hil.results import SKIPPED_PREFIX
 from models.errors import ModelError
 
 VERDICTS = ("passed", "failed", "skipped")
@@ -56,9 +57,11 @@ class VariantResult:
 
     @property
     def skip_reason(self) -> str | None:
-        """Why the variant did not run, from `not_run` or the message of a skipped test."""
+        """Why the variant did not run: `not_run`, its skipped measurements, or the message of a skipped test."""
         if self.not_run:
             return self.not_run
+        if self.measurements and all(is_skipped(m) for m in self.measurements.values()):
+            return skip_text(next(iter(self.measurements.values())))
         skipped = [v.message for v in self.verdicts.values() if v.outcome == "skipped" and v.message]
         if skipped and not any(m.valid for m in self.measurements.values()):
             return skipped[0]
@@ -70,7 +73,7 @@ class VariantResult:
         out = [(k, v.message) for k, v in self.verdicts.items() if v.outcome == "failed"]
         seen = {k for k, _ in out}
         out += [(k, f"invalid: {m.reason}") for k, m in self.measurements.items()
-                if not m.valid and k not in seen and k in self.budgets]
+                if not m.valid and not is_skipped(m) and k not in seen and k in self.budgets]
         return out
 
     @property
@@ -122,11 +125,26 @@ def _verdict(raw: Any) -> Verdict:
     return Verdict(str(raw))
 
 
-def budget_verdict(value: float | None, valid: bool, limits: dict[str, float | None]) -> Verdict:
-    """The verdict a budget gives a measurement (used when the run recorded none)."""
+def is_skipped(m: Any) -> bool:
+    """A measurement that cannot be taken by design (e.g. TFLM cannot run the variant), not a failure."""
+    return bool(getattr(m, "skipped", False))
+
+
+def skip_text(m: Any) -> str:
+    """The reason of a skipped measurement without the store's 'skipped: ' prefix."""
+    return (m.reason or "").removeprefix(SKIPPED_PREFIX)
+
+
+def budget_verdict(m: Any, limits: dict[str, float | None]) -> Verdict:
+    """The verdict a budget gives a measurement, or its absence (used when the run recorded none)."""
     lo, hi = limits.get("min"), limits.get("max")
-    if not valid or value is None:
-        return Verdict("failed", "no valid measurement")
+    if m is None:
+        return Verdict("failed", "not measured")
+    if is_skipped(m):
+        return Verdict("skipped", skip_text(m))
+    value = m.value
+    if not m.valid or value is None:
+        return Verdict("failed", f"invalid: {m.reason or 'no value'}")
     if lo is not None and value < lo:
         return Verdict("failed", f"{value:.4g} < min {lo:.4g}")
     if hi is not None and value > hi:
@@ -169,13 +187,13 @@ def _variant_results(store: Any, run: Any, meta: dict, factory_rows: dict[str, d
             if not row.get("tflm_ok", True) and name not in results:
                 get(name).not_run = f"not deployable on TFLM: {row.get('tflm_error') or 'unknown reason'}"
     for v in results.values():
-        for metric_name, limits in v.budgets.items():
-            if metric_name not in v.verdicts and v.skip_reason is None:
-                m = v.measurements.get(metric_name)
-                v.verdicts[metric_name] = budget_verdict(
-                    None if m is None else m.value, bool(m is not None and m.valid), limits)
         if v.not_run is None and not v.measurements and factory_rows.get(v.name, {}).get("tflm_ok") is False:
             v.not_run = f"not deployable on TFLM: {factory_rows[v.name].get('tflm_error')}"
+        for metric_name, limits in v.budgets.items():
+            if metric_name not in v.verdicts:
+                m = v.measurements.get(metric_name)
+                v.verdicts[metric_name] = (Verdict("skipped", v.not_run) if m is None and v.not_run
+                                           else budget_verdict(m, limits))
     order = list(factory_rows)
     return sorted(results.values(), key=lambda v: (order.index(v.name) if v.name in order else len(order),
                                                    v.name))

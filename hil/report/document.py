@@ -60,7 +60,14 @@ class Image:
     caption: str
 
 
-Block = Heading | Paragraph | Banner | Bullets | Pre | Folded | TableBlock | Image
+@dataclass
+class Gallery:
+    """Several small figures side by side in HTML (one after the other in markdown)."""
+
+    images: list[Image]
+
+
+Block = Heading | Paragraph | Banner | Bullets | Pre | Folded | TableBlock | Image | Gallery
 
 
 def _md_cell(text: str) -> str:
@@ -86,8 +93,14 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(b, TableBlock):
             out.append(_md_table(b.table))
         elif isinstance(b, Image):
-            out.append(f"![{b.caption}]({b.file})\n\n*{b.caption}*")
+            out.append(_md_image(b))
+        elif isinstance(b, Gallery):
+            out += [_md_image(i) for i in b.images]
     return "\n\n".join(out) + "\n"
+
+
+def _md_image(image: Image) -> str:
+    return f"![{image.caption}]({image.file})\n\n*{image.caption}*"
 
 
 def _md_table(t: Table) -> str:
@@ -123,6 +136,11 @@ def _html_table(t: Table) -> str:
             f"<tbody>{body}</tbody></table></div>{notes}")
 
 
+def _html_figure(image: Image, folder: Path) -> str:
+    return (f"<figure><img src='{_data_uri(folder / image.file)}' alt='{html.escape(image.caption)}'>"
+            f"<figcaption>{_inline(image.caption)}</figcaption></figure>")
+
+
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -142,6 +160,7 @@ td:last-child{text-align:left}tbody tr:nth-child(even){background:#fafbfc}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.88em;color:#555}.notes{font-size:.85em;color:#555}
 summary{cursor:pointer;font-weight:600;margin:.5em 0}
+.gallery{display:flex;flex-wrap:wrap;gap:1em}.gallery figure{flex:1 1 360px;max-width:420px;margin:0}
 """
 
 
@@ -165,8 +184,9 @@ def to_html(blocks: list[Block], folder: Path, title: str) -> str:
         elif isinstance(b, TableBlock):
             parts.append(_html_table(b.table))
         elif isinstance(b, Image):
-            parts.append(f"<figure><img src='{_data_uri(folder / b.file)}' alt='{html.escape(b.caption)}'>"
-                         f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
+            parts.append(_html_figure(b, folder))
+        elif isinstance(b, Gallery):
+            parts.append("<div class='gallery'>" + "".join(_html_figure(i, folder) for i in b.images) + "</div>")
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"

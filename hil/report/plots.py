@@ -54,9 +54,11 @@ def _panel(ax, t_ms: np.ndarray, power: np.ndarray, marker: np.ndarray | None,
            windows: list[tuple[float, float]], title: str, legend: bool) -> None:
     """One panel: power envelope, windows shaded, marker on a second y axis."""
     tt, lo, hi, mean = envelope(t_ms, power)
-    for start, end in windows:
-        if end >= t_ms[0] and start <= t_ms[-1]:
-            ax.axvspan(start, end, color=WINDOW_COLOR, alpha=0.35, lw=0)
+    shown = np.array([(s, e) for s, e in windows if e >= t_ms[0] and s <= t_ms[-1]]).reshape(-1, 2)
+    if shown.size:  # every window as one polygon in (data x, axes y): one artist however many windows
+        xs = np.repeat(shown, 2, axis=1).ravel()
+        ys = np.tile([0.0, 1.0, 1.0, 0.0], len(shown))
+        ax.fill_between(xs, 0, ys, color=WINDOW_COLOR, alpha=0.35, lw=0, transform=ax.get_xaxis_transform())
     ax.fill_between(tt, lo, hi, color=POWER_COLOR, alpha=0.3, lw=0)
     ax.plot(tt, mean, color=POWER_COLOR, lw=0.8, label="power (mW)")
     ax.set_xlim(t_ms[0], t_ms[-1])
@@ -111,7 +113,7 @@ def power_trace(variant: str, shunt_path: Path, marker_path: Path | None, power_
         axes[1].set_axis_off()
     sim = " — SIMULATED" if simulated else ""
     fig.suptitle(f"{variant}: power trace{sim}", fontsize=11, color="#b00020" if simulated else "black")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.subplots_adjust(left=0.06, right=0.94, bottom=0.22, top=0.86, wspace=0.32)  # fixed: no tight_layout cost
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
@@ -126,6 +128,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             front.append(i)
             best = points[i][1]
     return front
+
+
+LABEL_OFFSETS = ((6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
+                 (-6, -4, "right", "top"), (0, 9, "center", "bottom"), (0, -9, "center", "top"))
+
+
+def _place_labels(ax, groups: dict[tuple[float, float], list[str]]) -> None:
+    """Name each point, trying a few offsets so that labels do not overlap (greedy, left to right)."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    for (px, py), members in sorted(groups.items()):
+        for dx, dy, ha, va in LABEL_OFFSETS:
+            label = ax.annotate("\n".join(members), (px, py), xytext=(dx, dy), textcoords="offset points",
+                                fontsize=7, ha=ha, va=va)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            if (dx, dy) != LABEL_OFFSETS[-1][:2]:
+                label.remove()  # keep the last try even if it overlaps: a name is never dropped
+        placed.append(box)
 
 
 def pareto(rows: list[tuple[str, float, float]], out: Path, *, chosen: str | None, simulated: bool) -> Path:
@@ -145,19 +167,17 @@ def pareto(rows: list[tuple[str, float, float]], out: Path, *, chosen: str | Non
     ax.scatter(fx, fy, s=40, color="#b00020", zorder=4, label="Pareto front")
     groups: dict[tuple[float, float], list[str]] = {}  # variants with the same figures share one label
     for i, name in enumerate(names):
-        groups.setdefault((float(f"{x[i]:.3g}"), float(f"{y[i]:.3g}")), []).append(name)
-    for i, ((gx, gy), members) in enumerate(sorted(groups.items())):
-        ax.annotate("\n".join(members), (gx, gy), xytext=(6, 5 if i % 2 == 0 else -6), fontsize=7,
-                    textcoords="offset points", va="bottom" if i % 2 == 0 else "top")
+        groups.setdefault((float(x[i]), float(y[i])), []).append(name)
     if x.size and x.min() > 0 and x.max() / x.min() > 8:
         ax.set_xscale("log")
+    ax.margins(x=0.18, y=0.12)
+    _place_labels(ax, groups)
     ax.set_xlabel("energy per inference (mJ)  — lower is better")
     ax.set_ylabel("accuracy on the device (%)  — higher is better")
     sim = " — SIMULATED energy" if simulated else ""
     ax.set_title(f"Accuracy vs energy per inference{sim}", fontsize=11,
                  color="#b00020" if simulated else "black")
     ax.grid(alpha=0.3)
-    ax.margins(x=0.18, y=0.12)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=100)

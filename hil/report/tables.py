@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hil.report.data import ReportData, VariantResult, unit
+from hil.report.data import ReportData, VariantResult, is_skipped, unit
 
 CSV_COLUMNS = ("variant", "metric", "value", "unit", "valid", "reason", "trials", "spread",
                "budget_min", "budget_max", "verdict", "simulated")  # fmt: skip
@@ -41,6 +41,8 @@ def figure(v: VariantResult, name: str, notes: list[str] | None = None) -> str:
     m = v.measurements.get(name)
     if m is None:
         return MISSING
+    if is_skipped(m):
+        return MISSING  # not measurable by design; the reason is in the budgets column
     if not m.valid or m.value is None:
         if notes is not None:
             notes.append(f"{v.name} {name} invalid: {m.reason or 'no reason given'}")
@@ -114,6 +116,8 @@ def main_table(data: ReportData, *, verdict_width: int = 90) -> Table:
             figure(v, "energy_mj", notes), figure(v, "dynamic_power_mw", notes), _host_accuracy(v),
             figure(v, "accuracy", notes), _arena(v, notes), budget_summary(v, verdict_width),
         ])
+    if not rows:
+        notes.append(f"run {data.run.id} recorded no measurement ({data.run.status})")
     sim = " (simulated)" if data.simulated else ""
     return Table(f"Results per variant{sim}", list(MAIN_COLUMNS), rows, notes)
 

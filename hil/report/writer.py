@@ -17,6 +17,7 @@ from hil.report.document import (
     Block,
     Bullets,
     Folded,
+    Gallery,
     Heading,
     Image,
     Paragraph,
@@ -48,12 +49,23 @@ def _when(stamp: str | None) -> str:
     return f"{stamp[:10]} {stamp[11:19]} UTC" if stamp and len(stamp) >= 19 else (stamp or "–")
 
 
+def run_phases(meta: dict[str, Any]) -> dict[str, float]:
+    """Seconds per phase: `phases`, plus every `phases_<worker>` dict summed over workers."""
+    total: dict[str, float] = {}
+    for key, value in meta.items():
+        if (key == "phases" or key.startswith("phases_")) and isinstance(value, dict):
+            for phase, seconds in value.items():
+                name = str(phase).removesuffix("_s")
+                total[name] = total.get(name, 0.0) + float(seconds)
+    return total
+
+
 def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
     run, meta = data.run, data.meta
     blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{_sim(data)}")]
     if data.simulated:
         blocks.append(Banner(SIMULATED_BANNER))
-    phases = meta.get("phases") or {}
+    phases = run_phases(meta)
     items = [
         f"**Run** {run.id}, {run.status}: started {_when(run.started_at)}, finished {_when(run.finished_at)}",
         f"**Commit** `{run.git_commit or '–'}` on branch `{run.git_branch or '–'}`",
@@ -62,11 +74,13 @@ def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
         f"**Firmware** `{meta.get('firmware') or '–'}`",
         f"**Figures** {'SIMULATED (virtual bench)' if data.simulated else 'measured on hardware'}",
     ]
-    if run.flags:
-        items.append("**Options** " + ", ".join(f"`{k}={v}`" for k, v in sorted(run.flags.items())))
+    options = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in (run.flags or {}).items()
+               if k != "session" and v is not None}
+    if options:
+        items.append("**Options** " + ", ".join(f"`{k}={v}`" for k, v in sorted(options.items())))
     if phases:
-        items.append("**Time per phase** " + ", ".join(f"{k} {float(s):.1f} s" for k, s in phases.items())
-                     + f" (total {sum(float(s) for s in phases.values()):.1f} s)")
+        spent = ", ".join(f"{k} {s:.1f} s" for k, s in phases.items())
+        items.append(f"**Time per phase** (summed over workers) {spent} (total {sum(phases.values()):.1f} s)")
     links = ["[results.csv](results.csv)"] + (["[junit.xml](junit.xml)"] if has_junit else [])
     items.append("**Files** " + ", ".join(links))
     return [*blocks, Bullets(items)]
@@ -160,21 +174,23 @@ def _factory(data: report_data.ReportData, folder: Path) -> list[Block]:
     if src is None:
         return [Heading(2, "Model factory figures"),
                 Paragraph(f"Factory folder `{data.meta.get('models_dir') or '–'}` not found.")]
-    blocks: list[Block] = [Heading(2, "Model factory figures (host, tf.lite on the test set)")]
+    rocs: list[Image] = []
+    hists: list[Image] = []
     recipes: dict[str, None] = {}
     for v in data.variants:
         recipes.setdefault(str(v.factory.get("recipe") or v.name.split("-")[0]))
         roc = src / f"{v.name}-roc.png"
         if roc.is_file():
             shutil.copyfile(roc, folder / f"roc-{v.name}.png")
-            blocks.append(Image(f"roc-{v.name}.png", f"{v.name}: per-class ROC curves (host)."))
+            rocs.append(Image(f"roc-{v.name}.png", f"{v.name}: per-class ROC curves (host)."))
     for recipe in recipes:
         hist = src / f"{recipe}-weights.png"
         if hist.is_file():
             shutil.copyfile(hist, folder / f"weights-{recipe}.png")
-            blocks.append(Image(f"weights-{recipe}.png",
-                                f"{recipe}: weight histograms before/after the recipe."))
-    return blocks
+            hists.append(Image(f"weights-{recipe}.png", f"{recipe}: weight histograms before/after the recipe."))
+    return [Heading(2, "Model factory figures (host, tf.lite on the test set)"),
+            Heading(3, "Per-class ROC curves"), Gallery(rocs) if rocs else Paragraph("No ROC curves found."),
+            Heading(3, "Weight histograms"), *(hists or [Paragraph("No weight histograms found.")])]
 
 
 def _write_csv(data: report_data.ReportData, path: Path) -> None:

@@ -27,7 +27,7 @@ from instruments.waveform import Waveform
 from models.objective import rank
 from tests.harness.power_synth import SUPPLY, R, make_capture
 
-pytestmark = pytest.mark.slow  # builds the tiny factory matrix (shared with other tests of the session)
+SLOW = pytest.mark.slow  # the tests on `bench_db` build the tiny factory matrix (shared with other tests)
 
 ENERGY_BUDGET_MJ = 2.0  # ~0.75 W while inferring: the float32 variants (4 ms) fail it, the int8 ones pass
 
@@ -58,10 +58,11 @@ def _record_variant(store: ResultsStore, run: int, row: dict, folder: Path, slow
 
 
 def _fill_run(store: ResultsStore, models_dir: Path, table: pd.DataFrame, folder: Path, *, simulated: bool,
-              slower: dict[str, float] | None = None) -> int:
-    """One complete run: measurements, artifacts, budgets and verdicts in meta."""
+              slower: dict[str, float] | None = None, verdicts_in_meta: bool = False) -> int:
+    """One complete run as the plugin records it: measurements (skipped rows for what TFLM cannot run),
+    artifacts, budgets and phases in meta; with `verdicts_in_meta` also the test outcomes with messages."""
     folder.mkdir(parents=True, exist_ok=True)
-    run = store.start_run(bench="bench.yaml", simulated=simulated, flags={"trials": 5},
+    run = store.start_run(bench="bench.yaml", simulated=simulated, flags={"trials": 5, "session": "abc"},
                           git_commit="0123456789abcdef", git_branch="main")
     budgets, verdicts = {}, {}
     for row in table.to_dict("records"):
@@ -69,19 +70,21 @@ def _fill_run(store: ResultsStore, models_dir: Path, table: pd.DataFrame, folder
         budgets[name] = {"energy_mj": {"min": None, "max": ENERGY_BUDGET_MJ}, "accuracy": {"min": 20.0, "max": None}}
         if not row["tflm_ok"]:
             for m in budgets[name]:
-                verdicts[f"{name}/{m}"] = {"outcome": "skipped", "message": f"TFLM cannot run it: {row['tflm_error']}"}
+                store.record(run, name, m, None, skipped=True, reason=f"TFLM cannot run it: {row['tflm_error']}")
             continue
         _record_variant(store, run, row, folder, (slower or {}).get(name, 1.0), float(table["size_bytes"].max()))
         values = {m.metric: m.value for m in store.measurements(run) if m.variant == name}
         energy_ok = values["energy_mj"] <= ENERGY_BUDGET_MJ
         verdicts[f"{name}/energy_mj"] = {
             "outcome": "passed" if energy_ok else "failed",
-            "message": "" if energy_ok else f"{name} energy_mj {values['energy_mj']:.4g} mJ > max {ENERGY_BUDGET_MJ}",
+            "message": "" if energy_ok else f"test says: {name} energy_mj {values['energy_mj']:.4g} mJ over budget",
         }
         verdicts[f"{name}/accuracy"] = "passed" if values["accuracy"] >= 20 else "failed"
     store.update_meta(run, models_dir=str(models_dir), bench_name="virtual", board_id="esp32-0",
                       scope_idn="RIGOL TECHNOLOGIES,DS1104Z,SIM,00.04", firmware="fw-abc123", simulated=simulated,
-                      budgets=budgets, verdicts=verdicts, phases={"models": 1.5, "measure": 20.25})
+                      budgets=budgets, phases_gw0={"power_s": 1.5, "accuracy_s": 2.0}, phases_gw1={"power_s": 2.5})
+    if verdicts_in_meta:
+        store.update_meta(run, verdicts=verdicts)
     store.finish_run(run, "passed")
     return run
 
@@ -96,7 +99,7 @@ def bench_db(tiny_build, tmp_path_factory) -> tuple[Path, dict[str, int], pd.Dat
     with ResultsStore(db) as store:
         runs = {
             "sim": _fill_run(store, models_dir, table, root / "captures-1", simulated=True),
-            "real": _fill_run(store, models_dir, table, root / "captures-2", simulated=False),
+            "real": _fill_run(store, models_dir, table, root / "captures-2", simulated=False, verdicts_in_meta=True),
             "slower": _fill_run(store, models_dir, table, root / "captures-3", simulated=True,
                                 slower={ok[0]: 1.5}),
         }
@@ -110,6 +113,7 @@ def sim_report(bench_db, tmp_path_factory) -> Path:
         return write_report(store, runs["sim"], tmp_path_factory.mktemp("report") / "latest")
 
 
+@SLOW
 def test_report_files_exist_with_a_trace_per_measured_variant(sim_report: Path, bench_db) -> None:
     _, _, table = bench_db
     for name in ("report.md", "report.html", "results.csv", "pareto.png"):
@@ -124,6 +128,7 @@ def test_report_files_exist_with_a_trace_per_measured_variant(sim_report: Path, 
     assert not list(sim_report.parent.glob(".latest.*")), "temporary folders left behind"
 
 
+@SLOW
 def test_html_is_self_contained(sim_report: Path) -> None:
     page = (sim_report / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
@@ -135,6 +140,7 @@ def test_html_is_self_contained(sim_report: Path) -> None:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@SLOW
 def test_every_variant_appears_and_unrunnable_ones_say_why(sim_report: Path, bench_db) -> None:
     _, _, table = bench_db
     md = (sim_report / "report.md").read_text()
@@ -148,21 +154,25 @@ def test_every_variant_appears_and_unrunnable_ones_say_why(sim_report: Path, ben
             assert "skipped" in line and str(row["tflm_error"])[:30] in line
 
 
-def test_failed_budget_names_variant_metric_and_limit(sim_report: Path, bench_db) -> None:
+@SLOW
+def test_failed_budget_names_variant_metric_and_limit(sim_report: Path, bench_db, tmp_path: Path) -> None:
     db, runs, _ = bench_db
     with ResultsStore(db) as store:
-        energy = {m.variant: m.value for m in store.measurements(runs["sim"]) if m.metric == "energy_mj"}
+        energy = {m.variant: m.value for m in store.measurements(runs["sim"]) if m.metric == "energy_mj" and m.valid}
+        real = write_report(store, runs["real"], tmp_path / "real")
     over = [v for v, e in energy.items() if e > ENERGY_BUDGET_MJ]
     assert over and len(over) < len(energy), "the fixture must have passing and failing variants"
-    md = (sim_report / "report.md").read_text()
+    md, real_md = (sim_report / "report.md").read_text(), (real / "report.md").read_text()
     for v in over:
         row = next(x for x in md.splitlines() if x.startswith(f"| {v} |"))
         assert f"FAIL 1/2: energy_mj {energy[v]:.4g} > max {ENERGY_BUDGET_MJ:g} mJ |" in row
-        assert f"**{v}** `energy_mj` failed: {v} energy_mj {energy[v]:.4g} mJ > max" in md  # the test's message
+        assert f"**{v}** `energy_mj` failed: {energy[v]:.4g} > max {ENERGY_BUDGET_MJ:.4g}" in md
+        assert f"**{v}** `energy_mj` failed: test says: {v} energy_mj" in real_md  # the test's own message
     for v in set(energy) - set(over):
         assert "pass 2/2" in next(x for x in md.splitlines() if x.startswith(f"| {v} |"))
 
 
+@SLOW
 def test_simulated_banner_iff_simulated(bench_db, tmp_path: Path, sim_report: Path) -> None:
     db, runs, _ = bench_db
     with ResultsStore(db) as store:
@@ -177,6 +187,7 @@ def test_simulated_banner_iff_simulated(bench_db, tmp_path: Path, sim_report: Pa
     assert figure_captions and all("simulated" in c.lower() for c in figure_captions), figure_captions
 
 
+@SLOW
 def test_chosen_variant_is_the_best_passing_by_the_corrected_objective(sim_report: Path, bench_db,
                                                                      tiny_build) -> None:
     db, runs, table = bench_db
@@ -184,9 +195,10 @@ def test_chosen_variant_is_the_best_passing_by_the_corrected_objective(sim_repor
         run = store.run(runs["sim"])
         values: dict[str, dict[str, float]] = {}
         for m in store.measurements(run.id):
-            values.setdefault(m.variant, {})[m.metric] = m.value
-    failed = {k.split("/")[0] for k, v in run.meta["verdicts"].items()
-              if (v if isinstance(v, str) else v["outcome"]) == "failed"}
+            if m.valid:
+                values.setdefault(m.variant, {})[m.metric] = m.value
+    failed = {v for v, f in values.items()
+              if f["energy_mj"] > ENERGY_BUDGET_MJ or f["accuracy"] < run.meta["budgets"][v]["accuracy"]["min"]}
     rows = [{"variant": v, "size_bytes": table.set_index("variant").loc[v, "size_bytes"],
              "latency_ms": f["latency_ms"], "accuracy": f["accuracy"], "energy_mj": f["energy_mj"]}
             for v, f in values.items()]
@@ -200,6 +212,7 @@ def test_chosen_variant_is_the_best_passing_by_the_corrected_objective(sim_repor
     assert order == ranked["variant"].tolist()
 
 
+@SLOW
 def test_results_csv_matches_the_database(sim_report: Path, bench_db) -> None:
     db, runs, table = bench_db
     with ResultsStore(db) as store:
@@ -214,18 +227,24 @@ def test_results_csv_matches_the_database(sim_report: Path, bench_db) -> None:
     assert set(stored) <= set(by_key)
     for key, m in stored.items():
         r = by_key[key]
-        assert math.isclose(float(r["value"]), m.value, rel_tol=1e-12), key
-        assert (r["unit"], r["valid"], r["trials"], r["simulated"]) == (m.unit, "True", str(m.trials), "True")
+        assert (r["value"] == "") if m.value is None else math.isclose(float(r["value"]), m.value, rel_tol=1e-12)
+        assert (r["unit"], r["valid"], r["reason"], r["trials"], r["simulated"]) == (
+            m.unit, str(m.valid), m.reason or "", str(m.trials), "True"), key
         assert (float(r["spread"]) if r["spread"] else None) == m.spread
         limits = run.meta["budgets"][key[0]].get(key[1])
         if limits:
-            assert r["budget_max"] == ("" if limits["max"] is None else str(limits["max"]))
-            verdict = run.meta["verdicts"][f"{key[0]}/{key[1]}"]
-            assert r["verdict"] == (verdict if isinstance(verdict, str) else verdict["outcome"])
-    for name in table.loc[~table["tflm_ok"].astype(bool), "variant"]:
+            assert (r["budget_min"], r["budget_max"]) == tuple("" if x is None else str(x)
+                                                              for x in (limits["min"], limits["max"]))
+            inside = m.valid and (limits["min"] is None or m.value >= limits["min"]) and (
+                limits["max"] is None or m.value <= limits["max"])
+            assert r["verdict"] == ("skipped" if m.skipped else "passed" if inside else "failed"), key
+    skipped = table.loc[~table["tflm_ok"].astype(bool), "variant"].tolist()
+    assert skipped, "the tiny matrix has variants TFLM cannot run"
+    for name in skipped:
         assert {r["verdict"] for r in rows if r["variant"] == name} == {"skipped"}
 
 
+@SLOW
 def test_baseline_comparison_shows_the_gate_table(bench_db, tmp_path: Path) -> None:
     db, runs, table = bench_db
     slow_variant = table.loc[table["tflm_ok"].astype(bool), "variant"].iloc[0]
@@ -241,6 +260,7 @@ def test_baseline_comparison_shows_the_gate_table(bench_db, tmp_path: Path) -> N
     assert "<details><summary>every figure of run" in section
 
 
+@SLOW
 def test_rewrite_keeps_foreign_files_and_drops_stale_plots(bench_db, tmp_path: Path) -> None:
     db, runs, _ = bench_db
     out = tmp_path / "latest"
@@ -255,6 +275,7 @@ def test_rewrite_keeps_foreign_files_and_drops_stale_plots(bench_db, tmp_path: P
     assert "href=\"junit.xml\"" in (out / "report.html").read_text()
 
 
+@SLOW
 def test_summary_table_has_every_variant_with_units(bench_db) -> None:
     db, runs, table = bench_db
     with ResultsStore(db) as store:
@@ -269,6 +290,7 @@ def test_summary_table_has_every_variant_with_units(bench_db) -> None:
     assert "chosen variant" in sim
 
 
+@SLOW
 def test_cli_report_exit_codes(bench_db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db, runs, _ = bench_db
     out = tmp_path / "cli"
@@ -279,6 +301,26 @@ def test_cli_report_exit_codes(bench_db, tmp_path: Path, capsys: pytest.CaptureF
         err = capsys.readouterr().err
         assert err.startswith("hil: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "missing.sqlite").exists() and not (tmp_path / "x").exists()
+
+
+def test_invalid_and_unmeasured_figures_show_their_reason(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        run = store.start_run(bench="b.yaml", simulated=False, git_commit="c", git_branch="dev")
+        budgets = {"v1": {"energy_mj": {"min": None, "max": 1.0}, "accuracy": {"min": 90, "max": None}}}
+        store.update_meta(run, models_dir=str(tmp_path / "gone"), budgets=budgets)
+        store.record(run, "v1", "energy_mj", None, valid=False, reason="scope capture invalid: shunt clipped")
+        store.record(run, "v1", "latency_ms", 3.0)
+        store.record(run, "v2", "latency_ms", 2.0)
+        out = write_report(store, run, tmp_path / "out")
+        text = summary_table(store, run)
+    md = (out / "report.md").read_text()
+    row = next(x for x in md.splitlines() if x.startswith("| v1 |"))
+    assert "| invalid |" in row and "FAIL 2/2: energy_mj invalid; accuracy not measured" in row
+    assert "v1 energy_mj invalid: scope capture invalid: shunt clipped" in md
+    assert "**v1** `energy_mj` failed: invalid: scope capture invalid: shunt clipped" in md
+    assert "Not ranked: v1 (no valid accuracy, energy_mj, size); v2 (" in md
+    assert f"Factory folder `{tmp_path / 'gone'}` not found" in md
+    assert "FAIL 2/2" in text and "note: v1 energy_mj invalid" in text
 
 
 # -- pieces, independent of the database ----------------------------------------------------------------------
