@@ -151,6 +151,7 @@ class HilSession:
         self._measured: dict[str, dict[str, Any]] = {}
         self._skipped: dict[str, str] = {}
         self._failed: dict[str, str] = {}
+        self.hellos: dict[str, Any] = {}  # variant -> the board's hello after flashing it
         self._plan = None
 
     # -- configuration --------------------------------------------------------------------------------
@@ -346,6 +347,7 @@ class HilSession:
         with station.dut() as dut:
             hello = dut.hello_info
             assert hello is not None
+            self.hellos[variant] = hello
             self._note_suite(hello, station)
             if not hello.model_ok:  # the host runtime runs it, so the board refusing it is a failure
                 raise HilError(f"the board refused the model: {hello.model_error}")
@@ -589,10 +591,26 @@ def station(hil_session: HilSession, measurement):
 
 
 @pytest.fixture
-def dut(station) -> Iterator[Any]:
-    """An open protocol client (hil.protocol.DutClient) to the board running the current variant."""
+def board(hil_session: HilSession, variant: str, measurement):
+    """The board's `hello` (hil.protocol.Hello) with the current variant's model flashed and handshaken."""
+    return hil_session.hellos[variant]
+
+
+@pytest.fixture
+def hil_dut(station) -> Iterator[Any]:
+    """An open protocol client (hil.protocol.DutClient) to the board running the current variant.
+
+    Named `hil_dut` because `dut` is pytest-embedded's fixture (its serial `dut.expect`), usable alongside.
+    """
     with station.dut() as client:
         yield client
+
+
+@pytest.fixture
+def scope(station) -> Iterator[Any]:
+    """An open oscilloscope driver (instruments.scope.Oscilloscope) of the current variant's station."""
+    with station.scope() as instrument:
+        yield instrument
 
 
 def _user_errors_as_failures(fn: Callable[[], Any]) -> Any:

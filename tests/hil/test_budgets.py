@@ -68,3 +68,15 @@ def test_device_outputs_match_host_tflm(variant: str, measurement, bench, record
     assert cosine.value >= OUTPUT_COSINE_MIN, (
         f"{variant}: mean output cosine {cosine.value:.4f} < {OUTPUT_COSINE_MIN}"
     )
+
+
+
+def test_board_runs_the_flashed_variant(variant: str, board, hil_options, hil_dut) -> None:
+    """The board reports the model the factory built for this variant (size and CRC32) and still answers."""
+    import zlib
+
+    blob = (hil_options.models_dir / f"{variant}.tflite").read_bytes()
+    assert board.model is not None, f"{variant}: the board reports no model"
+    assert board.model.bytes == len(blob)
+    assert int(board.model.crc32, 16) == zlib.crc32(blob)
+    assert hil_dut.infer(2).n == 2
