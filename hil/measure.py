@@ -32,7 +32,7 @@ class Settings:
     trials: int = 5
     window_s: float = 1.0
     gap_ms: int | None = None  # None: a quarter of the latency, at least 1 ms (idle power between windows)
-    record_points: int = 200_000
+    record_points: int = 50_000  # >= 180 samples per window for a 4 ms inference in a 1 s capture
 
 
 @dataclass(frozen=True)

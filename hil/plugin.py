@@ -415,8 +415,12 @@ class HilSession:
             self._station.stop()
             self._station = None
         if self._run_id is not None:
-            key = f"phases_{f'gw{self.worker}' if self.worker is not None else 'main'}"
-            self.store.update_meta(self._run_id, **{key: dict(self.phases)}, **self.suite_properties)
+            who = f"gw{self.worker}" if self.worker is not None else "main"
+            self.store.update_meta(
+                self._run_id,
+                **{f"phases_{who}": dict(self.phases), f"variants_{who}": sorted(self._measured)},
+                **self.suite_properties,
+            )
 
 
 def _session(config: pytest.Config) -> HilSession:
@@ -522,13 +526,26 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.section("hil results")
     tr.write_line(summary_table(hs.store, run_id))
     phases: dict[str, float] = defaultdict(float)
-    for key, value in hs.store.run(run_id).meta.items():
+    meta = hs.store.run(run_id).meta
+    for key, value in meta.items():
         if key.startswith("phases_") and isinstance(value, dict):
             for phase, seconds in value.items():
                 phases[phase] += float(seconds)
     if phases:
         tr.write_line("time per phase (summed over workers): " + ", ".join(
             f"{k.removesuffix('_s')} {v:.1f} s" for k, v in phases.items()))  # fmt: skip
+    seen: dict[str, list[str]] = defaultdict(list)
+    for key, value in meta.items():
+        if key.startswith("variants_") and isinstance(value, list):
+            for v in value:
+                seen[v].append(key.removeprefix("variants_"))
+    twice = {v: w for v, w in seen.items() if len(w) > 1}
+    if twice:
+        tr.write_line(
+            "hil: warning: variants measured by several workers (run pytest-xdist with --dist loadgroup): "
+            + ", ".join(f"{v} ({', '.join(w)})" for v, w in sorted(twice.items())),
+            yellow=True,
+        )
     gate = getattr(hs, "gate_result", None)
     if gate is not None:
         tr.section("hil gate")

@@ -157,3 +157,18 @@ def test_killed_run_keeps_finished_rows_and_the_next_run_starts_cleanly(workspac
     assert rows(db, f"SELECT variant, metric, value FROM measurements WHERE run_id = {killed_id}") == kept
     assert rows(db, f"SELECT status FROM runs WHERE id = {killed_id}") == [("interrupted",)]
     assert rows(db, f"SELECT status FROM runs WHERE id > {killed_id}") == [("passed",)]
+
+
+def test_each_variant_is_measured_on_exactly_one_board_with_xdist(workspace: Path) -> None:
+    """`pytest -n 2 --dist loadgroup`: worker k takes board k, and every variant runs on one board only."""
+    (workspace / "two-boards.yaml").write_text((ROOT / "bench.yaml").read_text())
+    r = run_hil(workspace, "-n", "2", "--dist", "loadgroup", "--variants=baseline-no_opt", bench="two-boards.yaml")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "measured by several workers" not in r.stdout
+    import json
+
+    (meta,) = rows(workspace / "results.sqlite", "SELECT meta FROM runs ORDER BY id DESC LIMIT 1")[0:1]
+    meta = json.loads(meta[0])
+    per_worker = [set(meta.get(f"variants_gw{k}", [])) for k in (0, 1)]
+    assert per_worker[0].isdisjoint(per_worker[1])
+    assert per_worker[0] | per_worker[1] == {"baseline-int8", "baseline-no_opt"}
