@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hil.errors import HilError
+from models.config_file import read_yaml_mapping
 
 VIRTUAL = "virtual"
 DEFAULT_BENCH_FILE = "bench.yaml"
@@ -160,11 +160,7 @@ def parse_bench(data: dict[str, Any] | None, source: str = DEFAULT_BENCH_FILE) -
 
 def load_bench(path: str | Path = DEFAULT_BENCH_FILE) -> BenchConfig:
     """Read and validate a bench file."""
-    p = Path(path)
-    if not p.is_file():
-        raise HilError(f"{p}: bench file not found; pass --bench PATH or create it (see bench.yaml)")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise HilError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_bench(data, str(p))
+    data = read_yaml_mapping(
+        path, what="bench file", hint="pass --bench PATH or create it (see bench.yaml)", error=HilError
+    )
+    return parse_bench(data, str(path))

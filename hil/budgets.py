@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from hil.errors import HilError
 from hil.metrics import METRICS, metric
+from models.config_file import read_yaml_mapping
 
 DEFAULT_BUDGETS_FILE = "budgets.yaml"
 
@@ -176,11 +176,7 @@ def parse_budgets(data: Any, source: str = DEFAULT_BUDGETS_FILE) -> Budgets:
 
 def load_budgets(path: str | Path = DEFAULT_BUDGETS_FILE) -> Budgets:
     """Read and validate a budget file."""
-    p = Path(path)
-    if not p.is_file():
-        raise HilError(f"{p}: budget file not found; pass --budgets PATH or create it (see budgets.yaml)")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise HilError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_budgets(data, str(p))
+    data = read_yaml_mapping(
+        path, what="budget file", hint="pass --budgets PATH or create it (see budgets.yaml)", error=HilError
+    )
+    return parse_budgets(data, str(path))

@@ -7,8 +7,6 @@ one `firmware/main/core/model_image.hpp` validates on the device.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.errors import HilError
+from hil.filelock import file_lock
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 OPS_FILE = FIRMWARE_DIR / "main" / "ops.txt"
@@ -401,17 +400,6 @@ class BuildResult:
 STAMP_NAME = "hil-build.json"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build(
     target: str = "esp32",
     *,
@@ -435,7 +423,7 @@ def build(
     extra += f"baud={console_baud}".encode()
     digest = source_hash(target, firmware_dir, extra)
     stamp = build_dir / STAMP_NAME
-    with _locked(Path(build_root).resolve() / f".{name}.lock"):
+    with file_lock(Path(build_root).resolve() / f".{name}.lock"):
         if not force and stamp.exists() and (build_dir / "flasher_args.json").exists():
             try:
                 if json.loads(stamp.read_text()).get("source_hash") == digest:

@@ -9,7 +9,6 @@ Under pytest-xdist each worker takes one board+scope pair of the bench and each 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import time
 import uuid
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from hil.errors import USER_ERRORS, HilError
+from hil.filelock import file_lock
 
 SESSION_KEY = "hil_session_uid"
 
@@ -110,18 +110,6 @@ class HilOptions:
 
 
 # ------------------------------------------------------------------------------------------------ session
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between the processes of one session (xdist workers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _worker_index(config: pytest.Config) -> int | None:
     workerinput = getattr(config, "workerinput", None)
     return None if workerinput is None else int(str(workerinput["workerid"]).removeprefix("gw"))
@@ -209,7 +197,7 @@ class HilSession:
     def run_id(self) -> int:
         """This session's run id, created by the first process that needs it."""
         if self._run_id is None:
-            with _file_lock(self.options.results_db.with_suffix(".lock")):
+            with file_lock(self.options.results_db.with_suffix(".lock")):
                 self._run_id = self.find_run()
                 if self._run_id is None:
                     from hil.budgets import load_budgets
@@ -254,7 +242,7 @@ class HilSession:
             selected, _ = self.plan()
             t0 = time.perf_counter()
             lock = self.options.models_dir.parent / f".{self.options.models_dir.name}.lock"
-            with _file_lock(lock):
+            with file_lock(lock):
                 self.progress(f"model factory: {len(selected)} variants into {self.options.models_dir}")
                 self._table = build(
                     self.options.models_config,

@@ -53,6 +53,19 @@ def clone(model):
     return copy
 
 
+def _fine_tune(model, ds: Dataset, arch: dict, cfg: dict, callbacks: tuple = ()) -> None:
+    """Compile with the reference optimizer at the recipe's learning rate and fit for the recipe's epochs."""
+    compile_cnn(model, cfg["learning_rate"])
+    model.fit(
+        ds.x_train,
+        _one_hot(ds.y_train, arch["num_classes"]),
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        verbose=0,
+        callbacks=list(callbacks),
+    )
+
+
 def train_baseline(ds: Dataset, arch: dict, train: dict, log: Callable[[str], None]) -> Trained:
     """Train the reference CNN from scratch with the reference optimizer settings."""
     model = build_cnn(**arch, seed=train["seed"])
@@ -70,7 +83,7 @@ def train_baseline(ds: Dataset, arch: dict, train: dict, log: Callable[[str], No
 
 def prune(base, ds: Dataset, arch: dict, cfg: dict, log: Callable[[str], None]) -> Trained:
     """Magnitude pruning to a target sparsity with a PolynomialDecay schedule, fine-tuned and stripped."""
-    k, mot = keras(), tfmot()
+    mot = tfmot()
     model = clone(base)
     steps_per_epoch = math.ceil(len(ds.x_train) / cfg["batch_size"])
     end_step = max(1, int(steps_per_epoch * cfg["epochs"] * cfg["schedule_fraction"]))
@@ -83,15 +96,7 @@ def prune(base, ds: Dataset, arch: dict, cfg: dict, log: Callable[[str], None]) 
         frequency=min(cfg["frequency"], end_step),
     )
     pruned = mot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-    compile_cnn(pruned, cfg["learning_rate"])
-    pruned.fit(
-        ds.x_train,
-        _one_hot(ds.y_train, arch["num_classes"]),
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        verbose=0,
-        callbacks=[mot.sparsity.keras.UpdatePruningStep()],
-    )
+    _fine_tune(pruned, ds, arch, cfg, callbacks=(mot.sparsity.keras.UpdatePruningStep(),))
     stripped = mot.sparsity.keras.strip_pruning(pruned)
     compile_cnn(stripped, cfg["learning_rate"])
     after = kernels(stripped)
@@ -102,7 +107,6 @@ def prune(base, ds: Dataset, arch: dict, cfg: dict, log: Callable[[str], None]) 
             f"pruning reached {achieved:.1%} sparsity, target {target:.0%}: "
             "raise the recipe's epochs or lower its frequency"
         )
-    del k
     return Trained(stripped, {"kernel_sparsity": achieved}, kernels(base), after)
 
 
@@ -146,14 +150,7 @@ def quantization_aware(base, ds: Dataset, arch: dict, cfg: dict, log: Callable[[
     mot = tfmot()
     folded = fold_batchnorm(base)
     qat = mot.quantization.keras.quantize_model(folded)
-    compile_cnn(qat, cfg["learning_rate"])
-    qat.fit(
-        ds.x_train,
-        _one_hot(ds.y_train, arch["num_classes"]),
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        verbose=0,
-    )
+    _fine_tune(qat, ds, arch, cfg)
     return Trained(qat, {})
 
 
@@ -168,14 +165,7 @@ def cluster(base, ds: Dataset, arch: dict, cfg: dict, log: Callable[[str], None]
     )
     if clustered is None:
         raise ModelError("tfmot cluster_weights returned None: the model is not a tf-keras (Keras 2) model")
-    compile_cnn(clustered, cfg["learning_rate"])
-    clustered.fit(
-        ds.x_train,
-        _one_hot(ds.y_train, arch["num_classes"]),
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        verbose=0,
-    )
+    _fine_tune(clustered, ds, arch, cfg)
     stripped = mot.clustering.keras.strip_clustering(clustered)
     compile_cnn(stripped, cfg["learning_rate"])
     return Trained(stripped, {"clusters": cfg["clusters"]}, kernels(base), kernels(stripped))

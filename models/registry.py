@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.config_file import read_yaml_mapping
 from models.convert import MODES
 from models.errors import ModelError
 
@@ -184,14 +184,8 @@ def _describe(exc: ValidationError) -> str:
 def load_registry(path: str | Path = DEFAULT_CONFIG) -> Registry:
     """Read and validate a variants file; every problem is a ModelError naming the file and the key."""
     p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"{p}: no such variant config; pass --config PATH (default {DEFAULT_CONFIG})")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ModelError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ModelError(f"{p}: expected a mapping with 'recipes' and 'variants'")
+    hint = f"pass --config PATH (default {DEFAULT_CONFIG})"
+    raw = read_yaml_mapping(p, what="variant config", hint=hint, error=ModelError)
     try:
         return Registry(p, VariantConfig.model_validate(raw))
     except ValidationError as exc:

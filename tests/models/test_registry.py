@@ -80,7 +80,7 @@ def test_invalid_config_names_file_and_key(tmp_path: Path, cfg: dict, message: s
 
 
 def test_missing_and_non_yaml_files(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no such variant config"):
+    with pytest.raises(ModelError, match="variant config not found"):
         load_registry(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("recipes: [unclosed")
