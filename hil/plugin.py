@@ -52,6 +52,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "MLPerf Tiny practice on a real bench: 10)",
     )
     g.addoption("--warmup", type=int, default=5, help="warm-up inferences before each capture (default: 5)")
+    g.addoption(
+        "--flash-app",
+        action="store_true",
+        help="build the benchmark firmware (ESP-IDF) and flash the app once before measuring (real boards)",
+    )
     g.addoption("--trials", type=int, default=5, help="captures per variant; median reported (default: 5)")
     g.addoption("--accuracy-samples", type=int, default=0, help="test images streamed to the device (0 = all)")
     g.addoption("--results-db", default="reports/results.sqlite", help="results history (default: %(default)s)")
@@ -74,6 +79,7 @@ class HilOptions:
     window: float
     warmup: int
     trials: int
+    flash_app: bool
     accuracy_samples: int
     results_db: Path
     report_dir: Path
@@ -97,6 +103,7 @@ class HilOptions:
             window=opt("--window"),
             warmup=opt("--warmup"),
             trials=opt("--trials"),
+            flash_app=opt("--flash-app"),
             accuracy_samples=opt("--accuracy-samples"),
             results_db=Path(opt("--results-db")),
             report_dir=Path(opt("--report-dir")),
@@ -140,6 +147,7 @@ class HilSession:
         self._skipped: dict[str, str] = {}
         self._failed: dict[str, str] = {}
         self.hellos: dict[str, Any] = {}  # variant -> the board's hello after flashing it
+        self._no_app: str | None = None  # why the app could not be built (--flash-app without ESP-IDF)
         self._plan = None
 
     # -- configuration --------------------------------------------------------------------------------
@@ -278,11 +286,23 @@ class HilSession:
                     f"xdist worker gw{index} has no board: {self.options.bench} lists {len(boards)} "
                     f"board(s); run with -n {len(boards)} or fewer"
                 )
-            self._station = Station(self.bench, boards[index].name).start()
+            station = Station(self.bench, boards[index].name).start()
+            if self.options.flash_app:
+                from hil.station import AppUnavailable
+
+                try:
+                    station.install_app()
+                except AppUnavailable as exc:
+                    station.stop()
+                    self._no_app = str(exc)
+                    raise Skipped(f"the benchmark app cannot be built: {exc}") from None
+            self._station = station
         return self._station
 
     def measure(self, variant: str) -> dict[str, Any]:
         """All figures of one variant (metric -> hil.measure.Figure), measured once and recorded at once."""
+        if self._no_app is not None:
+            raise Skipped(f"the benchmark app cannot be built: {self._no_app}")
         if variant in self._skipped:
             raise Skipped(self._skipped[variant])
         if variant in self._failed:

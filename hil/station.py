@@ -13,6 +13,10 @@ from hil.errors import HilError
 from hil.protocol import DutClient
 
 
+class AppUnavailable(HilError):
+    """The benchmark app cannot be built here (ESP-IDF missing); HIL tests that need it are skipped."""
+
+
 class Station:
     """One board and the scope that measures it, as described by the bench file."""
 
@@ -21,6 +25,7 @@ class Station:
         self.board: BoardConfig = config.board(board)
         self.scope_config: ScopeConfig = self.board.scope or config.scope
         self.virtual = None  # hil.sim.bench.VirtualBench on a virtual board
+        self.build_dir: Path | None = _build_dir(self.board.chip)  # the firmware build the board runs
 
     @property
     def simulated(self) -> bool:
@@ -43,6 +48,22 @@ class Station:
                 "a real scope cannot measure a virtual board: set scope.resource: virtual"
             )
         return self
+
+    def install_app(self) -> None:
+        """Build the benchmark firmware for this board's chip (cached) and flash the app: once per session.
+
+        Raises AppUnavailable with ESP-IDF's install hint when the toolchain is missing (tests then skip).
+        """
+        if self.virtual is not None:
+            return
+        from hil import firmware
+
+        reason = firmware.idf_missing_reason()
+        if reason is not None:
+            raise AppUnavailable(reason)
+        result = firmware.build(self.board.chip, console_baud=self.board.baud)
+        firmware.flash_app(self.board.port, result.build_dir)
+        self.build_dir = result.build_dir
 
     def stop(self) -> None:
         """Stop the simulated parts."""
@@ -72,7 +93,7 @@ class Station:
         from hil.firmware import flash_model, pack_model
 
         image = pack_model(model, arena_bytes=arena_bytes, source=source)
-        flash_model(self.board.port, image, build_dir=_build_dir(self.board.chip))
+        flash_model(self.board.port, image, build_dir=self.build_dir)
 
     def dut(self) -> DutClient:
         """An open protocol client to the board (handshake done)."""

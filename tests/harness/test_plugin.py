@@ -172,3 +172,22 @@ def test_each_variant_is_measured_on_exactly_one_board_with_xdist(workspace: Pat
     per_worker = [set(meta.get(f"variants_gw{k}", [])) for k in (0, 1)]
     assert per_worker[0].isdisjoint(per_worker[1])
     assert per_worker[0] | per_worker[1] == {"baseline-int8", "baseline-no_opt"}
+
+
+def test_flash_app_without_esp_idf_skips_with_the_install_hint(workspace: Path, tiny_variants) -> None:
+    """A real board (here a pty the harness cannot tell from a USB-UART) with --flash-app and no ESP-IDF."""
+    from hil.sim.board import VirtualBoard
+
+    bench = yaml.safe_load((workspace / "bench.yaml").read_text())
+    with VirtualBoard(tiny_variants["baseline-int8"].read_bytes(), boot_s=0.05).start(tcp_port=None) as board:
+        bench["boards"][0]["port"] = board.pty_path
+        (workspace / "real.yaml").write_text(yaml.safe_dump(bench))
+        env = {k: v for k, v in os.environ.items() if k != "IDF_PATH"}
+        r = subprocess.run(
+            hil_args(workspace, "--flash-app", "--variants=baseline-int8", bench="real.yaml"),
+            cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "failed" not in r.stdout.splitlines()[-1]
+    assert "skipped" in r.stdout.splitlines()[-1]
+    assert "the benchmark app cannot be built: ESP-IDF not found: IDF_PATH is not set" in r.stdout
