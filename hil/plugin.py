@@ -208,10 +208,7 @@ class HilSession:
             with file_lock(self.options.results_db.with_suffix(".lock")):
                 self._run_id = self.find_run()
                 if self._run_id is None:
-                    from hil.budgets import load_budgets
-
-                    selected, _ = self.plan()
-                    budgets = load_budgets(self.options.budgets)
+                    selected, budgets = self.plan()
                     flags = {
                         "session": self.uid,
                         "variants": selected,

@@ -16,6 +16,7 @@ import numpy as np
 from models.datasets import Dataset
 from models.tflite_file import read_model
 from models.tflm import (
+    TensorSpec,
     TflmError,
     TflmModel,
     arenas_agree,
@@ -49,30 +50,21 @@ def _tflite_outputs(data: bytes, x: np.ndarray) -> tuple[np.ndarray, float]:
         )
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    in_scale, in_zp = inp["quantization"]
-    out_scale, out_zp = out["quantization"]
+    spec_in, spec_out = (TensorSpec(tuple(d["shape"]), np.dtype(d["dtype"]), *d["quantization"]) for d in (inp, out))
+    xq = quantize_input(x, spec_in)
     probs, times = [], []
-    for sample in x:
-        v = sample[None, ...]
-        if np.dtype(inp["dtype"]).kind != "f":
-            info = np.iinfo(inp["dtype"])
-            v = np.clip(np.round(v / in_scale) + in_zp, info.min, info.max)
-        interp.set_tensor(inp["index"], v.astype(inp["dtype"]))
+    for sample in xq:
+        interp.set_tensor(inp["index"], sample[None, ...])
         t0 = time.perf_counter()
         interp.invoke()
         times.append(time.perf_counter() - t0)
-        y = interp.get_tensor(out["index"])[0]
-        if np.dtype(out["dtype"]).kind != "f":
-            y = (y.astype(np.float32) - out_zp) * out_scale
-        probs.append(y.astype(np.float32))
+        probs.append(dequantize_output(interp.get_tensor(out["index"])[0], spec_out))
     return np.stack(probs), float(np.median(times) * 1e3)
 
 
 def _tflm_outputs(model: TflmModel, x: np.ndarray) -> np.ndarray:
     xq = quantize_input(x, model.input)
-    return np.stack(
-        [dequantize_output(model.invoke(xq[i : i + 1]), model.output).reshape(-1) for i in range(len(x))]
-    )
+    return np.stack([dequantize_output(model.invoke(xq[i : i + 1]), model.output).reshape(-1) for i in range(len(x))])
 
 
 def _auc(y: np.ndarray, probs: np.ndarray, n_classes: int) -> tuple[float, list[float]]:

@@ -12,9 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hil.errors import HilError
+from models.config_file import read_yaml_mapping
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.yaml")
 
@@ -58,7 +57,7 @@ class Calibration:
 @cache
 def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
     """Read the calibration constants; a missing key is a HilError naming file and key."""
-    doc = yaml.safe_load(Path(path).read_text())
+    doc = read_yaml_mapping(path, what="calibration file", hint="restore hil/sim/calibration.yaml", error=HilError)
     try:
         lat, pw = doc["latency"], doc["power"]
         return Calibration(
@@ -146,9 +145,7 @@ class CostModel:
     jitter_rel_std: float
 
     @classmethod
-    def build(
-        cls, layers: list[Layer], cal: Calibration | None = None, cpu_mhz: int | None = None
-    ) -> CostModel:
+    def build(cls, layers: list[Layer], cal: Calibration | None = None, cpu_mhz: int | None = None) -> CostModel:
         """Cost of each layer at `cpu_mhz` (default: the calibration's clock)."""
         cal = cal or load_calibration()
         mhz = cpu_mhz or cal.cpu_mhz
