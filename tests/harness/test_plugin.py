@@ -64,6 +64,17 @@ def run_hil(ws: Path, *extra: str, **kw: str) -> subprocess.CompletedProcess:
     return subprocess.run(hil_args(ws, *extra, **kw), cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+def passed_runs(ws: Path) -> list[int]:
+    """Ids of the passing runs in the workspace's database, making one first if there is none (test order)."""
+    db = ws / "results.sqlite"
+    ids = [rid for (rid,) in rows(db, "SELECT id FROM runs WHERE status='passed'")] if db.is_file() else []
+    if not ids:
+        r = run_hil(ws)
+        assert r.returncode == 0, r.stdout[-3000:]
+        ids = [rid for (rid,) in rows(db, "SELECT id FROM runs WHERE status='passed'")]
+    return ids
+
+
 def rows(db: Path, sql: str) -> list[tuple]:
     with sqlite3.connect(db) as c:
         return c.execute(sql).fetchall()
@@ -105,9 +116,7 @@ def test_tightened_budget_fails_exactly_its_test(workspace: Path) -> None:
 def test_gate_passes_unchanged_and_fails_when_a_variant_is_slower(workspace: Path) -> None:
     gate = [sys.executable, "-m", "hil.cli", "gate", "--db", str(workspace / "results.sqlite")]
     tolerances = ["--tolerance", "latency_ms=5%", "energy_mj=5%", "accuracy=0.5pp"]
-    runs = [rid for (rid,) in rows(workspace / "results.sqlite", "SELECT id FROM runs WHERE status='passed'")]
-    assert runs, "needs the passing run of the first test"
-    base = str(runs[0])
+    base = str(passed_runs(workspace)[0])
 
     same = run_hil(workspace, f"--baseline={base}", "--gate=latency_ms:5%", "--gate=energy_mj:5%")
     assert same.returncode == 0, same.stdout[-3000:]
@@ -130,6 +139,7 @@ def test_gate_passes_unchanged_and_fails_when_a_variant_is_slower(workspace: Pat
 
 def test_killed_run_keeps_finished_rows_and_the_next_run_starts_cleanly(workspace: Path) -> None:
     db = workspace / "results.sqlite"
+    passed_runs(workspace)
     before = rows(db, "SELECT COALESCE(MAX(id), 0) FROM runs")[0][0]
     proc = subprocess.Popen(hil_args(workspace, "--trials=5", "--window=1"), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
