@@ -13,39 +13,23 @@ import numpy as np
 
 from instruments.conversion import keysight_volts, sample_time
 from instruments.errors import InstrumentError
-from instruments.ieee488 import BlockError
-from instruments.scope import ChannelConfig, Oscilloscope, TimebaseConfig, TriggerConfig
+from instruments.oscilloscope import ChannelConfig, Oscilloscope, TimebaseConfig, TriggerConfig
+from instruments.preamble import POINT_BYTES, check_format, decode_points, parse_preamble
 from instruments.transport import TransportError
 from instruments.waveform import Waveform, clipped_codes
 
-_PREAMBLE_FIELDS = ("format", "type", "points", "count", "xincrement", "xorigin", "xreference",
-                    "yincrement", "yorigin", "yreference")
+_FORMAT_CODES = {0: "BYTE", 1: "WORD", 4: "ASCII"}
 
 #: ADC resolution per model prefix (the rest are 8-bit).
 _ADC_BITS = {"HD3": 14}
 
 
 def parse_keysight_preamble(text: str) -> dict[str, Any]:
-    """Parse the 10 `:WAVeform:PREamble?` fields; reject zero or negative increments."""
-    parts = text.strip().split(",")
-    if len(parts) != len(_PREAMBLE_FIELDS):
-        raise InstrumentError(f"Keysight preamble must have 10 fields, got {len(parts)}: {text!r}")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise InstrumentError(f"Keysight preamble has a non-numeric field: {text!r}") from None
-    pre: dict[str, Any] = dict(zip(_PREAMBLE_FIELDS, values, strict=True))
-    for key in ("format", "type", "points", "count"):
-        pre[key] = int(pre[key])
-    for key in ("xincrement", "yincrement"):
-        if not pre[key] > 0:
-            raise InstrumentError(f"Keysight preamble {key} must be positive, got {pre[key]!r} in {text!r}")
-    pre["formula"] = "keysight"
-    pre["text"] = text.strip()
-    return pre
+    """Parse InfiniiVision's 10 `:WAVeform:PREamble?` fields (format 0 = BYTE, 1 = WORD, 4 = ASCII)."""
+    return parse_preamble(text, "keysight", _FORMAT_CODES)
 
 
-class KeysightInfiniiVision(Oscilloscope):
+class KeysightInfiniiVision(Oscilloscope, driver="keysight"):
     """InfiniiVision 1000/2000/3000/4000 X (8-bit) and HD3 (14-bit): whole record in one block."""
 
     vendor = "keysight"
@@ -118,12 +102,26 @@ class KeysightInfiniiVision(Oscilloscope):
                 channel, float(q(f"{ch}:SCALe?")), float(q(f"{ch}:OFFSet?")), probe=float(q(f"{ch}:PROBe?")))
         return self.channels[channel]
 
-    def _rails(self, fmt: str) -> tuple[int, int]:
-        """Lowest and highest code of the ADC in this transfer format (signed, left-justified in WORD)."""
-        if fmt == "BYTE" or (fmt == "ASCII" and self.adc_bits <= 8):
-            return -128, 127
+    def _code_rails(self, pre: dict[str, Any]) -> tuple[float, float]:
+        """Lowest and highest ADC code of a BYTE or WORD transfer, around the preamble's y-reference.
+
+        The y-reference is the code of the ADC's centre: 0 for signed data (`:WAV:UNS OFF`), 128 or 32768
+        for unsigned. WORD holds the ADC left-justified, so a 14-bit ADC's top code is 32764, not 32767.
+        """
+        if pre["format_name"] == "BYTE":
+            return pre["yreference"] - 128, pre["yreference"] + 127
         shift = 16 - self.adc_bits
-        return -(2 ** (self.adc_bits - 1)) << shift, (2 ** (self.adc_bits - 1) - 1) << shift
+        return pre["yreference"] - 32768, pre["yreference"] + ((2 ** (self.adc_bits - 1) - 1) << shift)
+
+    def _clipped_volts(self, volts: np.ndarray, cfg: ChannelConfig, step: float) -> bool:
+        """ASCII values are volts: clipped if a sample sits at an edge of the ADC range of the channel.
+
+        The preamble cannot say where those edges are: its y-reference and y-increment describe the
+        scope's internal WORD codes (a DSOX1102G sends y-reference 32768 with ASCII), so the range comes
+        from the channel read back from the scope: `offset` +- `adc_span_div` / 2 divisions, in ADC `step`s.
+        """
+        codes = np.rint((volts - cfg.offset) / step)
+        return clipped_codes(codes, -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1)
 
     def _fetch(self, channel: int, fmt: str) -> Waveform:
         t, cfg = self.transport, self._channel_config(channel)
@@ -134,27 +132,22 @@ class KeysightInfiniiVision(Oscilloscope):
         if fmt == "WORD":
             t.write(":WAVeform:BYTeorder LSBFirst")
         pre = parse_keysight_preamble(t.query(":WAVeform:PREamble?"))
+        check_format(pre, fmt, self.resource)
         n = pre["points"]
-        width = {"BYTE": 1, "WORD": 2, "ASCII": 16}[fmt]
-        with t.timeout(self.transfer_timeout_s(n * width)):
+        with t.timeout(self.transfer_timeout_s(n * POINT_BYTES[fmt])):
             block = t.query_block(":WAVeform:DATA?", chunk_size=self.read_chunk_bytes)
+        data = decode_points(block, fmt, n, signed=True)
         if fmt == "ASCII":
-            text = block.decode("ascii").strip().strip(",")
-            volts = np.array(text.split(","), dtype=np.float64) if text else np.zeros(0)
-            raw = None
-            codes = np.rint((volts - pre["yorigin"]) / pre["yincrement"] + pre["yreference"])
-        else:
-            if len(block) % width:
-                raise BlockError(f"{fmt} block of {len(block)} bytes is not a whole number of samples")
-            raw = codes = np.frombuffer(block, dtype=np.int8 if fmt == "BYTE" else "<i2")
-            volts = keysight_volts(raw, pre["yincrement"], pre["yorigin"], pre["yreference"])
-        if volts.size != n:
-            raise BlockError(f"waveform block holds {volts.size} points, preamble says {n}")
-        low, high = self._rails(fmt)
+            step = self.adc_span_div * cfg.volts_per_div / 2**self.adc_bits
+            volts, raw, clipped = data, None, self._clipped_volts(data, cfg, step)
+        else:  # one ADC step is 2**(16 - bits) WORD codes (left-justified)
+            step = pre["yincrement"] * (2 ** (16 - self.adc_bits) if fmt == "WORD" else 1)
+            volts, raw = keysight_volts(data, pre["yincrement"], pre["yorigin"], pre["yreference"]), data
+            clipped = clipped_codes(data, *self._code_rails(pre))
         return Waveform(
             t0=float(sample_time(0, pre["xincrement"], pre["xorigin"], pre["xreference"])),
             dt=pre["xincrement"],
             volts=volts, channel=channel, volts_per_div=cfg.volts_per_div, offset=cfg.offset, probe=cfg.probe,
-            adc_bits=self.adc_bits, clipped=clipped_codes(codes, low, high), raw_codes=raw, preamble=pre,
-            idn=self.idn, settings=self.settings(channel), adc_step_v=pre["yincrement"],
+            adc_bits=self.adc_bits, clipped=clipped, raw_codes=raw, preamble=pre,
+            idn=self.idn, settings=self.settings(channel), adc_step_v=step,
         )

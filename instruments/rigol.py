@@ -12,37 +12,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from instruments.conversion import rigol_volts, sample_time
-from instruments.errors import InstrumentError
-from instruments.ieee488 import BlockError
-from instruments.scope import ChannelConfig, Oscilloscope, TimebaseConfig, TriggerConfig
+from instruments.oscilloscope import ChannelConfig, Oscilloscope, TimebaseConfig, TriggerConfig
+from instruments.preamble import POINT_BYTES, check_format, decode_points, parse_preamble
 from instruments.waveform import Waveform, clipped_codes
 
-_PREAMBLE_FIELDS = ("format", "type", "points", "count", "xincrement", "xorigin", "xreference",
-                    "yincrement", "yorigin", "yreference")
 _FORMAT_CODES = {0: "BYTE", 1: "WORD", 2: "ASCII"}
 
 
 def parse_rigol_preamble(text: str) -> dict[str, Any]:
-    """Parse the 10 comma-separated `:WAV:PRE?` fields; reject zero or negative increments."""
-    parts = text.strip().split(",")
-    if len(parts) != len(_PREAMBLE_FIELDS):
-        raise InstrumentError(f"Rigol preamble must have 10 fields, got {len(parts)}: {text!r}")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise InstrumentError(f"Rigol preamble has a non-numeric field: {text!r}") from None
-    pre: dict[str, Any] = dict(zip(_PREAMBLE_FIELDS, values, strict=True))
-    for key in ("format", "type", "points", "count"):
-        pre[key] = int(pre[key])
-    for key in ("xincrement", "yincrement"):
-        if not pre[key] > 0:
-            raise InstrumentError(f"Rigol preamble {key} must be positive, got {pre[key]!r} in {text!r}")
-    pre["formula"] = "rigol"
-    pre["text"] = text.strip()
-    return pre
+    """Parse Rigol's 10 `:WAV:PRE?` fields (format 0 = BYTE, 1 = WORD, 2 = ASCII)."""
+    return parse_preamble(text, "rigol", _FORMAT_CODES)
 
 
-class RigolDS1000Z(Oscilloscope):
+class RigolDS1000Z(Oscilloscope, driver="rigol"):
     """Rigol DS1000Z / MSO1000Z: 8-bit ADC, 12 horizontal divisions, 250,000-point BYTE reads."""
 
     vendor = "rigol"
@@ -129,8 +111,8 @@ class RigolDS1000Z(Oscilloscope):
         t.write(":WAV:MODE RAW")
         t.write(f":WAV:FORM {'ASC' if fmt == 'ASCII' else fmt}")
         pre = parse_rigol_preamble(t.query(":WAV:PRE?"))
-        n, chunk = pre["points"], self.max_chunk_points[fmt]
-        width = {"BYTE": 1, "WORD": 2, "ASCII": 16}[fmt]
+        check_format(pre, fmt, self.resource)
+        n, chunk, width = pre["points"], self.max_chunk_points[fmt], POINT_BYTES[fmt]
         parts: list[np.ndarray] = []
         for first in range(1, n + 1, chunk):
             last = min(first + chunk - 1, n)
@@ -140,7 +122,7 @@ class RigolDS1000Z(Oscilloscope):
                 t.write("*WAI")
             with t.timeout(self.transfer_timeout_s((last - first + 1) * width)):
                 block = t.query_block(":WAV:DATA?")
-            parts.append(self._decode(block, fmt, last - first + 1))
+            parts.append(decode_points(block, fmt, last - first + 1, signed=False))
         data = np.concatenate(parts) if parts else np.zeros(0)
         bits = self._transfer_bits(fmt)
         if fmt == "ASCII":
@@ -158,21 +140,8 @@ class RigolDS1000Z(Oscilloscope):
             preamble=pre, idn=self.idn, settings=self.settings(channel), adc_step_v=pre["yincrement"],
         )
 
-    def _decode(self, block: bytes, fmt: str, expected: int) -> np.ndarray:
-        """Decode one `:WAV:DATA?` payload; a wrong point count is an error, never a short array."""
-        if fmt == "ASCII":
-            text = block.decode("ascii").strip().strip(",")
-            data = np.array(text.split(","), dtype=np.float64) if text else np.zeros(0)
-        else:
-            data = np.frombuffer(block, dtype=np.uint8 if fmt == "BYTE" else "<u2")
-            if len(block) % (1 if fmt == "BYTE" else 2):
-                raise BlockError(f"{fmt} block of {len(block)} bytes is not a whole number of samples")
-        if data.size != expected:
-            raise BlockError(f"waveform block holds {data.size} points, expected {expected}")
-        return data
 
-
-class RigolMSO5000(RigolDS1000Z):
+class RigolMSO5000(RigolDS1000Z, driver="rigol-mso5000"):
     """Rigol MSO5000 (and the 12-bit DHO800/900): 10 divisions; needs `*WAI` before `:WAV:DATA?`."""
 
     horizontal_divisions = 10

@@ -13,14 +13,14 @@ import numpy as np
 from instruments.conversion import sample_time, tektronix_volts
 from instruments.errors import InstrumentError
 from instruments.ieee488 import BlockError
-from instruments.scope import ChannelConfig, Oscilloscope, TimebaseConfig, TriggerConfig
+from instruments.oscilloscope import ChannelConfig, Oscilloscope, TimebaseConfig, TriggerConfig
 from instruments.waveform import Waveform, clipped_codes
 
 _PREAMBLE_QUERIES = (("ymult", "YMUlt"), ("yoff", "YOFf"), ("yzero", "YZEro"), ("xincr", "XINcr"),
                      ("xzero", "XZEro"), ("pt_off", "PT_Off"))
 
 
-class TektronixMSO(Oscilloscope):
+class TektronixMSO(Oscilloscope, driver="tektronix"):
     """Tektronix MSO/DPO 2000-5000, MDO and TBS: 8-bit, 10 divisions, 25 levels per division."""
 
     vendor = "tektronix"

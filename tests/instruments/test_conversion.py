@@ -63,3 +63,14 @@ def test_malformed_preamble_is_an_error():
         parse_rigol_preamble("0,2,600")
     with pytest.raises(InstrumentError, match="non-numeric"):
         parse_keysight_preamble("a,b,c,d,e,f,g,h,i,j")
+
+
+def test_one_preamble_parser_with_each_vendors_format_codes():
+    text = "{},0,62500,1,1.6E-08,-5.0E-04,0,7.851759E-04,0,32768"
+    assert parse_keysight_preamble(text.format(4))["format_name"] == "ASCII"
+    assert parse_rigol_preamble(text.format(2))["format_name"] == "ASCII"
+    assert parse_keysight_preamble(text.format(2))["format_name"].startswith("unknown")
+    pre = parse_keysight_preamble(text.format(1))
+    assert (pre["format_name"], pre["points"], pre["yreference"], pre["formula"]) == ("WORD", 62500, 32768, "keysight")
+    with pytest.raises(InstrumentError, match="Keysight preamble must have 10 fields"):
+        parse_keysight_preamble("4,0,62500")

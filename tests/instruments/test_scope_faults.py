@@ -1,6 +1,7 @@
 """Bad input and injected faults: one clear error (or one successful retry), never a short array."""
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -115,3 +116,43 @@ def test_bad_arguments_are_instrument_errors(scope):
         scope.configure_trigger(1, 0.5, "up")
     with pytest.raises(InstrumentError, match="format"):
         scope.fetch(1, fmt="FLOAT")
+
+
+@pytest.mark.parametrize("mangle", [lambda r: r.replace("::SOCKET", "::SOCK"),  # a typo in a real resource
+                                    lambda r: r.split("::")[1],                  # a bare host
+                                    lambda r: r.replace("TCPIP0::", "TCPIP0:")]) # a lost colon
+def test_malformed_resource_is_one_error_naming_it_and_the_expected_forms(mangle):
+    with ScopeSimulator("rigol", board_source()) as sim:
+        resource = mangle(sim.resource)
+        with pytest.raises(InstrumentError) as info:
+            open_scope(resource, timeout_s=1)
+        assert not sim.commands  # refused before any connection
+    msg = str(info.value)
+    assert f"malformed VISA resource {resource!r}" in msg and "read_termination" not in msg
+    assert all(form in msg for form in ("TCPIP0::<host>::INSTR", "TCPIP0::<host>::5025::SOCKET", "USB0::"))
+
+
+def test_binary_garbage_answer_to_idn_says_what_was_received_at_once():
+    garbage = b"\x89PNG\r\n\x1a\n\x00\xff"
+    with ScriptedInstrument([("*IDN?", garbage)]) as inst:
+        start = time.monotonic()
+        with pytest.raises(InstrumentError) as info:
+            open_scope(inst.resource, timeout_s=5)
+        elapsed = time.monotonic() - start
+    msg = str(info.value)
+    assert elapsed < 2.5 and "within" not in msg and "'*IDN?'" in msg
+    assert "not ASCII text" in msg and repr(garbage[:6]) in msg  # up to the first line end: b'\x89PNG\r\n'
+
+
+def test_connection_dropped_mid_transfer_names_the_closed_connection(dialect):
+    with ScopeSimulator(dialect, board_source()) as sim, open_scope(sim.resource, timeout_s=0.4) as scope:
+        setup_board_capture(scope, points=4000)
+        scope.capture(1, timeout_s=3)
+        sim.faults.drop_connection_after_bytes, sim.faults.drops = 1000, 2
+        with pytest.raises(InstrumentError) as info:
+            scope.fetch(1)
+        resource = sim.resource
+    msg = str(info.value)
+    assert "failed twice" in msg and "truncated" not in msg
+    closed = f"connection to {resource} (VISA backend @py) closed by the instrument during the answer to "
+    assert msg.count(closed) == 2 and ("':WAV:DATA?'" in msg or "':WAVeform:DATA?'" in msg)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from instruments.errors import InstrumentError
 from instruments.ieee488 import encode_block
 from instruments.keysight import KeysightInfiniiVision
 from instruments.rigol import RigolDS1000Z, RigolMSO5000
@@ -95,6 +96,7 @@ def test_keysight_capture_bytes_digitize_opc_and_signed_lsb_first_words():
     assert type(scope) is KeysightInfiniiVision
     np.testing.assert_allclose(wf.volts[:5], codes[:5] * 1.5625e-7 + 5e-3)
     assert wf.clipped and wf.raw_codes.dtype == np.dtype("<i2")
+    assert wf.step_v == pytest.approx(1.5625e-7 * 256)  # an 8-bit ADC left-justified in 16-bit words
 
 
 def test_tektronix_capture_bytes():
@@ -132,3 +134,43 @@ def test_a_dialect_mistake_shows_as_a_mismatch():
         with pytest.raises(Exception):  # noqa: B017 - the connection is cut at the wrong command
             scope.configure_channel(1, 0.001, coupling="AC", enabled=False)
     assert inst.mismatch == "step 1: expected ':CHAN1:DISP ON', got ':CHAN1:DISP OFF'"
+
+
+#: A real DSOX1102G preamble for an ASCII transfer (format 4): its y-reference 32768 is a WORD code, not volts.
+DSOX1102G_ASCII_PREAMBLE = "4,0,62500,1,1.6E-08,-5.0E-04,0,7.851759E-04,0,32768"
+
+
+@pytest.mark.parametrize(("peak_v", "clipped"), [(3.3, False), (24.0, False), (25.0, True), (-25.0, True)])
+def test_keysight_ascii_clipping_is_judged_in_volts_not_against_the_preamble_codes(peak_v, clipped):
+    """At 5 V/div and 0 V offset the 8-bit ADC spans +-25 V (10 divisions): only samples at its edges clip."""
+    t = np.arange(62_500) * 1.6e-8
+    volts = np.round(abs(peak_v) * np.sin(2 * np.pi * 1e3 * t), 4)
+    volts[1234] = peak_v
+    payload = ",".join(f"{v:+.6E}" for v in volts).encode("ascii")
+    script = [
+        ("*IDN?", "KEYSIGHT TECHNOLOGIES,DSOX1102G,CN00000001,02.12.2019111333"),
+        (":CHANnel1:SCALe?", "+5.00E+00"), (":CHANnel1:OFFSet?", "+0.0E+00"), (":CHANnel1:PROBe?", "+1.0E+00"),
+        (":WAVeform:SOURce CHANnel1", None), (":WAVeform:FORMat ASCii", None),
+        (":WAVeform:PREamble?", DSOX1102G_ASCII_PREAMBLE),
+        (":WAVeform:DATA?", encode_block(payload)),
+    ]
+    scope, (wf,) = _run(script, lambda s: s.fetch(1, fmt="ASCII"))
+    assert type(scope) is KeysightInfiniiVision
+    np.testing.assert_allclose(wf.volts, volts)
+    assert wf.t0 == pytest.approx(-5e-4) and wf.dt == pytest.approx(1.6e-8)
+    assert wf.clipped is clipped
+    assert wf.step_v == pytest.approx(10 * 5.0 / 256)  # one 8-bit ADC step, not the preamble's WORD step
+    assert wf.preamble["format_name"] == "ASCII"
+
+
+def test_a_preamble_for_another_format_is_an_error():
+    script = [
+        ("*IDN?", "KEYSIGHT TECHNOLOGIES,DSOX1102G,CN00000001,02.12.2019111333"),
+        (":CHANnel1:SCALe?", "+5.00E+00"), (":CHANnel1:OFFSet?", "+0.0E+00"), (":CHANnel1:PROBe?", "+1.0E+00"),
+        (":WAVeform:SOURce CHANnel1", None), (":WAVeform:FORMat BYTE", None), (":WAVeform:UNSigned OFF", None),
+        (":WAVeform:PREamble?", DSOX1102G_ASCII_PREAMBLE),
+    ]
+    with ScriptedInstrument(script) as inst, open_scope(inst.resource, timeout_s=1) as scope:
+        with pytest.raises(InstrumentError, match="preamble for format ASCII after :WAVeform:FORMat BYTE"):
+            scope.fetch(1)
+    assert inst.mismatch is None and inst.remaining == []
