@@ -6,6 +6,7 @@ names a serial port (or pyserial URL) and a VISA resource instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +70,8 @@ class BoardConfig(_Strict):
     marker_gpio: int = Field(4, ge=0, le=48)
     arena_bytes: int = Field(256 * 1024, ge=1024)
     scope: ScopeConfig | None = None  # this board's own scope (a board+scope pair); default: the bench's scope
+    shunt: ShuntConfig | None = None  # this board's own shunt; default: the bench's shunt
+    supply_volts: float | None = Field(None, gt=0, le=60)  # this board's supply; default: the bench's
 
     @property
     def is_virtual(self) -> bool:
@@ -107,6 +110,21 @@ class BenchConfig(_Strict):
         """True when any part of the bench is simulated (its figures are then labelled simulated)."""
         return self.scope.is_virtual or any(b.is_virtual or (b.scope and b.scope.is_virtual) for b in self.boards)
 
+    def station(self, name: str | None = None) -> StationSpec:
+        """The named board (or the first) with its effective scope, shunt and supply: resolved here only."""
+        b = self.board(name)
+        return StationSpec(
+            board=b,
+            scope=b.scope or self.scope,
+            shunt=b.shunt or self.shunt,
+            supply_volts=b.supply_volts if b.supply_volts is not None else self.supply_volts,
+            virtual=self.virtual,
+        )
+
+    def stations(self) -> list[StationSpec]:
+        """Every board+scope pair of the bench, in file order (xdist worker k takes pair k)."""
+        return [self.station(b.name) for b in self.boards]
+
     def board(self, name: str | None = None) -> BoardConfig:
         """The named board, or the first one."""
         if name is None:
@@ -115,6 +133,35 @@ class BenchConfig(_Strict):
             if b.name == name:
                 return b
         raise HilError(f"no board named {name!r} in the bench; boards: {', '.join(b.name for b in self.boards)}")
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    """One board+scope pair as the harness measures it: every per-board setting resolved once.
+
+    A board's own `scope:`, `shunt:` and `supply_volts:` override the bench's; everything that talks to the
+    board or analyses its captures (virtual bench, measurement, flash check) reads them from here.
+    """
+
+    board: BoardConfig
+    scope: ScopeConfig
+    shunt: ShuntConfig
+    supply_volts: float
+    virtual: VirtualConfig
+
+    @property
+    def name(self) -> str:
+        return self.board.name
+
+    @property
+    def baud(self) -> int:
+        """The board's UART baud rate (console and protocol)."""
+        return self.board.baud
+
+    @property
+    def simulated(self) -> bool:
+        """True when the board or its scope is simulated (its figures are labelled simulated)."""
+        return self.board.is_virtual or self.scope.is_virtual
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -50,6 +50,33 @@ class Limit:
         return " ".join(p for p in parts if p)
 
 
+OUTCOMES = ("passed", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one budget (passed, failed or skipped) with the one line that explains it."""
+
+    outcome: str
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+
+def judge(limit: Limit, value: float | None, *, valid: bool = True, reason: str | None = None,
+          skipped: bool = False) -> Verdict:
+    """The verdict of a budget on a figure: the one rule the budget tests, `hil measure` and the report use."""
+    if skipped:
+        return Verdict("skipped", reason or "not measured by design")
+    if not valid or value is None:
+        who = " ".join(p for p in (limit.variant, limit.metric) if p) or "value"
+        return Verdict("failed", f"{who} invalid: {reason}" if reason else f"{who} not measured")
+    ok, message = limit.check(value)
+    return Verdict("passed" if ok else "failed", message)
+
+
 def _fmt(value: float, unit: str) -> str:
     return f"{value:.3f} {unit}".rstrip()
 

@@ -144,7 +144,7 @@ def pack_model(
 ) -> bytes:
     """Check a .tflite model's operators against the firmware and pack it into a model image.
 
-    `arena_bytes`: the factory's measured arena (`metrics.json`); None measures it with the TFLM runtime.
+    `arena_bytes`: the factory's measured arena (models.artifacts); None measures it with the TFLM runtime.
     """
     from models.tflite_file import read_model
 
@@ -166,24 +166,26 @@ def pack_model(
     return pack_image(data, arena_hint(arena_bytes))
 
 
-def resolve_variant(variant: str, models_dir: Path) -> tuple[Path, int | None]:
-    """A variant name (looked up in the factory's `metrics.json`) or a .tflite path -> (path, arena bytes)."""
+def resolve_variant(variant: str, models_dir: Path) -> tuple[bytes, int | None, str]:
+    """A variant of the factory folder (models.artifacts, sha256-checked) or a .tflite path -> (model, arena, name).
+
+    The arena is the factory's measured one (None for a bare .tflite: pack_model then measures it).
+    """
+    from models.artifacts import is_artifact_folder, load_artifacts
+
     path = Path(variant)
     if path.suffix == ".tflite" and path.exists():
-        return path, None
-    candidate = Path(models_dir) / f"{variant}.tflite"
-    if not candidate.exists():
-        raise HilError(f"variant {variant!r}: neither a .tflite file nor {candidate}; run the factory first")
-    arena = None
-    metrics = Path(models_dir) / "metrics.json"
-    if metrics.exists():
-        for row in json.loads(metrics.read_text()):
-            if row.get("variant") == variant:
-                if row.get("tflm_ok") is False:
-                    raise HilError(f"variant {variant!r} does not run on TFLM: {row.get('tflm_error')}")
-                if row.get("arena_bytes"):
-                    arena = int(row["arena_bytes"])
-    return candidate, arena
+        try:
+            return path.read_bytes(), None, path.stem
+        except OSError as exc:
+            raise HilError(f"{path}: cannot read the model ({exc.strerror})") from None
+    if not is_artifact_folder(models_dir):
+        raise HilError(f"variant {variant!r}: neither a .tflite file nor a variant of {models_dir} (no factory "
+                       f"output there); run `hil models build --out {models_dir}` first or pass a .tflite path")
+    art = load_artifacts(models_dir)[variant]
+    if not art.tflm_ok:
+        raise HilError(f"variant {variant!r} does not run on TFLM: {art.tflm_error}")
+    return art.model_bytes(), art.arena_bytes, art.name
 
 
 def embedded_model_source(image: bytes, out_dir: Path) -> Path:
@@ -524,29 +526,18 @@ def flash_app(
 
 
 def query_hello(port: str, baud: int = 115200, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Send `hello` and return the reply (the protocol client in hil.protocol does the same with resync)."""
-    import time
+    """The device's `hello` reply object (also when it reports E_MODEL), read at the console's `baud`.
 
-    import serial
+    `baud` is the board's protocol UART (`hil firmware build --baud`), not the flashing baud. Goes through
+    `hil.protocol.DutClient`: a boot log or a `hil-ready` after the flash's hard reset is resynchronised.
+    """
+    from hil.protocol import DutClient
+    from hil.wire import DEVICE_DEADLINE_S
 
-    try:
-        with serial.serial_for_url(port, baudrate=baud, timeout=0.1) as ser:
-            deadline = time.monotonic() + timeout_s
-            ser.reset_input_buffer()
-            ser.write(b"\nhello\n")
-            buf = b""
-            while time.monotonic() < deadline:
-                buf += ser.read(4096)
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    text = line.decode("latin-1").strip()
-                    if text.startswith("@hil "):
-                        reply = json.loads(text[5:])
-                        if reply.get("cmd") == "hello":
-                            return reply
-    except (OSError, serial.SerialException, ValueError) as exc:
-        raise HilError(f"hello on {port} failed: {exc}") from None
-    raise HilError(f"no hello reply from {port} within {timeout_s:.0f} s; is the benchmark firmware running?")
+    client = DutClient(port, baudrate=baud, margin_s=max(timeout_s - DEVICE_DEADLINE_S, 0.0))
+    with client:
+        assert client.hello_reply is not None
+        return client.hello_reply
 
 
 def flash_model(
@@ -558,16 +549,18 @@ def flash_model(
     baud: int = MODEL_FLASH_BAUD,
     writer: Writer = esptool_write,
     hello: Callable[[], dict[str, Any]] | None = None,
+    console_baud: int = 115200,
 ) -> str:
     """Write a model image into the model partition only, then check `hello`'s CRC; return the CRC.
 
-    A CRC mismatch is retried once; a second mismatch raises HilError carrying both CRCs.
+    `baud` is esptool's flashing baud; `console_baud` the board's protocol UART, at which `hello` is
+    asked. A CRC mismatch is retried once; a second mismatch raises HilError carrying both CRCs.
     """
     header = parse_image(image)
     partition = partition or model_partition(build_dir)
     check_fits(image, partition)
     check_port(port)
-    ask = hello or (lambda: query_hello(port))
+    ask = hello or (lambda: query_hello(port, baud=console_baud))
     seen = ""
     for _attempt in range(2):
         writer(port, [(partition.offset, image)], baud, {})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil.bench import BenchConfig, ScopeConfig
+from hil.bench import StationSpec
 from hil.power import PowerReport, analyze
 from hil.protocol import DutClient, InferResult
 
@@ -105,10 +105,9 @@ def _median(values: list[float]) -> Figure:
     return Figure(statistics.median(finite), max(finite) - min(finite), len(finite))
 
 
-def _configure(
-    scope, bench: BenchConfig, sc: ScopeConfig, n: int, period_s: float, shunt_full_scale_v: float, points: int
-) -> None:
+def _configure(scope, spec: StationSpec, n: int, period_s: float, shunt_full_scale_v: float, points: int) -> None:
     """Shunt channel from slightly below 0 V to `shunt_full_scale_v`, marker at logic levels, trigger on it."""
+    sc = spec.scope
     span_div = scope.adc_span_div
     scope.configure_channel(sc.shunt_channel, shunt_full_scale_v * 1.1 / span_div, shunt_full_scale_v * 0.45)
     scope.configure_channel(sc.marker_channel, 1.5 * MARKER_LOGIC_V / span_div, MARKER_LOGIC_V / 2)
@@ -121,9 +120,8 @@ def _configure(
     scope.configure_trigger(sc.marker_channel, MARKER_LOGIC_V / 2, "rising")
 
 
-def _capture(
-    scope, dut: DutClient, bench: BenchConfig, sc: ScopeConfig, n: int, warmup: int, gap_ms: int, timeout_s: float
-) -> Trial:
+def _capture(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float) -> Trial:
+    sc = spec.scope
     if warmup:
         # Warm up before arming: warm-up inferences in the pre-trigger part of the record would count as idle.
         dut.infer(warmup, 0, 0)
@@ -134,10 +132,10 @@ def _capture(
     report = analyze(
         shunt,
         marker,
-        shunt_ohms=bench.shunt.ohms,
-        supply_volts=bench.supply_volts,
-        wiring="amplifier" if bench.shunt.wiring == "amplifier" else "low_side",
-        amplifier_gain=bench.shunt.gain,
+        shunt_ohms=spec.shunt.ohms,
+        supply_volts=spec.supply_volts,
+        wiring=spec.shunt.wiring,  # high_side: one differential channel, the same arithmetic, labelled so
+        amplifier_gain=spec.shunt.gain,
         marker_threshold=MARKER_LOGIC_V / 2,
     )
     return Trial(result, report, shunt, marker)
@@ -146,14 +144,12 @@ def _capture(
 def measure_power(
     dut: DutClient,
     scope,
-    bench: BenchConfig,
+    spec: StationSpec,
     settings: Settings = Settings(),
     *,
-    channels: ScopeConfig | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> PowerMeasurement:
     """Range the shunt channel on a short burst, then capture `settings.trials` timed runs of `infer N W GAP`."""
-    sc = channels or bench.scope
     probe = dut.infer(3, 1)
     latency_s = probe.max_us / 1e6
     gap_ms = settings.gap_ms if settings.gap_ms is not None else max(1, round(latency_s * 1e3 / 4))
@@ -164,8 +160,8 @@ def measure_power(
 
     # ranging: one short burst on a wide range, then set the range from what the shunt really shows
     burst = min(n, 5)
-    _configure(scope, bench, sc, burst, period_s, RANGING_FULL_SCALE_V * bench.shunt.gain, settings.record_points // 4)
-    ranging = _capture(scope, dut, bench, sc, burst, 0, gap_ms, timeout_s)
+    _configure(scope, spec, burst, period_s, RANGING_FULL_SCALE_V * spec.shunt.gain, settings.record_points // 4)
+    ranging = _capture(scope, dut, spec, burst, 0, gap_ms, timeout_s)
     peak = float(np.max(ranging.shunt.volts))
     full_scale = max(peak * 1.2, 1e-4)
     progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
@@ -173,8 +169,8 @@ def measure_power(
     m = PowerMeasurement(n, settings.warmup, gap_ms)
     for trial in range(settings.trials):
         for _attempt in range(MAX_RERANGES + 1):
-            _configure(scope, bench, sc, n, period_s, full_scale, settings.record_points)
-            t = _capture(scope, dut, bench, sc, n, settings.warmup, gap_ms, timeout_s)
+            _configure(scope, spec, n, period_s, full_scale, settings.record_points)
+            t = _capture(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s)
             if not t.report.clipped:
                 break
             full_scale *= 2
@@ -210,7 +206,7 @@ def measure_accuracy(
     """Stream every test input through `input`/`data`/`run`; compare with the host TFLM outputs if given.
 
     `host_outputs` are the dequantized outputs of the host TFLM runtime for the same inputs (the factory's
-    `<variant>.tflm-outputs.npy`).
+    `VariantArtifact.host_outputs()`).
     """
     from models.tflm import TensorSpec, dequantize_output, quantize_input
 

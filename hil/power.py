@@ -110,6 +110,21 @@ def _json_ready(obj: Any) -> Any:
     return obj
 
 
+def power_series(
+    volts: np.ndarray, *, shunt_ohms: float, supply_volts: float, gain: float = 1.0, burden_correction: bool = True
+) -> np.ndarray:
+    """Board power in watts per sample from the shunt-channel volts: I = v / (G R), P = (supply - I R) I.
+
+    The one place the physics lives: `analyze` integrates it, the report plots it.
+    """
+    scale = 1.0 / (gain * shunt_ohms)  # A per volt at the scope input
+    # P = I * V_board with I = v * scale and V_board = supply - I * R: one array, three in-place passes
+    power = np.multiply(volts, -(scale * scale * shunt_ohms) if burden_correction else 0.0)
+    power += supply_volts * scale
+    power *= volts
+    return power
+
+
 def differential(plus: Waveform, minus: Waveform) -> Waveform:
     """CH+ minus CH- as one waveform (high-side shunt measured with two single-ended channels)."""
     _check_aligned(plus, minus, "shunt_ref")
@@ -208,10 +223,8 @@ def analyze(
     n, dt, t0 = len(measured), measured.dt, measured.t0
     scale = 1.0 / (gain * shunt_ohms)  # A per volt at the scope input
     v = measured.volts
-    # P = I * V_board with I = v * scale and V_board = supply - I * R: one array, three in-place passes
-    power = np.multiply(v, -(scale * scale * shunt_ohms) if burden_correction else 0.0)
-    power += supply_volts * scale
-    power *= v
+    power = power_series(v, shunt_ohms=shunt_ohms, supply_volts=supply_volts, gain=gain,
+                         burden_correction=burden_correction)
 
     resolution_a = measured.step_v * scale
     if shunt_ref is not None:

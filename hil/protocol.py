@@ -1,33 +1,45 @@
 """Host client of the HIL device protocol (docs/protocol.md, version 1) over any pyserial port or URL.
 
 One command per line, one `@hil {json}` reply per command; other lines are device log. The client
-resynchronises after garbage, a timeout or a board reset (re-handshake, re-issue once).
+resynchronises after garbage, a timeout or a board reset (re-handshake, re-issue once). The protocol's
+constants, reply types and line formats live in `hil.wire` (shared with the virtual board); they are
+re-exported here so `from hil.protocol import ...` keeps working.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import json
-import statistics
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from hil.errors import HilError
+from hil.wire import (
+    CHUNK_MAX_BYTES,
+    DEVICE_DEADLINE_S,
+    E_MODEL,
+    MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+    READY_MARK,
+    UPLOAD_ERRORS,
+    Hello,
+    InferResult,
+    ModelId,
+    OpTime,
+    Profile,
+    RunResult,
+    TensorSpec,
+    Version,
+    crc32_hex,
+    latency_stats,
+    looks_like_reply,
+    parse_reply,
+    reply_deadline_s,
+)
 
-PROTOCOL_VERSION = 1
-MAX_LINE_BYTES = 1024
-CHUNK_MAX_BYTES = 750
-REPLY_PREFIX = "@hil "
-READY_MARK = "hil-ready"
-MAX_INFERENCE_S = 10.0  # the longest inference the firmware accepts (spec, "Timeouts")
-DEVICE_DEADLINE_S = 1.0  # reply deadline of the quick commands
-UPLOAD_ERRORS = ("E_BASE64", "E_CRC", "E_STATE", "E_LENGTH")
 T = TypeVar("T")
 
 
@@ -58,196 +70,11 @@ class _BoardReset(Exception):
     """A `hil-ready` line arrived while waiting for a reply (internal)."""
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """Shape, dtype and quantization of the model's input or output tensor."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float
-    zero_point: int
-    bytes: int
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TensorSpec:
-        """Build from the `input`/`output` object of a `hello` reply."""
-        return cls(
-            tuple(int(x) for x in d["shape"]),
-            str(d["dtype"]),
-            float(d.get("scale", 0.0)),
-            int(d.get("zero_point", 0)),
-            int(d["bytes"]),
-        )
-
-
-@dataclass(frozen=True)
-class ModelId:
-    """Identity of the flatbuffer the device runs."""
-
-    crc32: str
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True)
-class Hello:
-    """The `hello` reply: device, firmware, model, arena; `model_error` is set when the model is unusable."""
-
-    protocol: int
-    firmware: str
-    board: str
-    board_id: str
-    simulated: bool
-    cpu_mhz: int
-    marker_gpio: int
-    model: ModelId | None
-    arena_configured: int | None
-    arena_used: int | None
-    input: TensorSpec | None
-    output: TensorSpec | None
-    ops: tuple[str, ...]
-    model_error: str | None = None
-    model_error_code: str | None = None
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Hello:
-        """Build from a `hello` reply (ok or E_MODEL)."""
-        model = d.get("model") or None
-        arena = d.get("arena") or {}
-        return cls(
-            protocol=int(d["protocol"]),
-            firmware=str(d.get("firmware", "")),
-            board=str(d.get("board", "")),
-            board_id=str(d.get("board_id", "")),
-            simulated=bool(d.get("simulated", False)),
-            cpu_mhz=int(d.get("cpu_mhz", 0)),
-            marker_gpio=int(d.get("marker_gpio", -1)),
-            model=ModelId(str(model["crc32"]), str(model["sha256"]), int(model["bytes"])) if model else None,
-            arena_configured=arena.get("configured"),
-            arena_used=arena.get("used"),
-            input=TensorSpec.from_json(d["input"]) if d.get("input") else None,
-            output=TensorSpec.from_json(d["output"]) if d.get("output") else None,
-            ops=tuple(d.get("ops") or ()),
-            model_error=None if d.get("ok") else str(d.get("error", "unknown model error")),
-            model_error_code=None if d.get("ok") else str(d.get("code", "E_MODEL")),
-        )
-
-    @property
-    def model_ok(self) -> bool:
-        """True when the device has a usable model."""
-        return self.model_error is None
-
-
-@dataclass(frozen=True)
-class Version:
-    """The `version` reply."""
-
-    protocol: int
-    firmware: str
-    board: str
-
-
-@dataclass(frozen=True)
-class InferResult:
-    """Per-inference latencies of `infer N W GAP_MS` (cycle counter, microseconds) and their statistics."""
-
-    n: int
-    warmup: int
-    gap_ms: int
-    latency_us: tuple[int, ...]
-    mean_us: float
-    min_us: int
-    max_us: int
-    std_us: float
-    cpu_mhz: int
-
-    @property
-    def latency_ms(self) -> np.ndarray:
-        """Latencies in milliseconds."""
-        return np.asarray(self.latency_us, dtype=float) / 1000.0
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Output tensor (raw bytes, CRC-checked) and latency of one `run`."""
-
-    latency_us: int
-    output: bytes
-    output_crc32: str
-    dtype: str
-
-    def array(self, spec: TensorSpec | None = None) -> np.ndarray:
-        """The output as a numpy array in its dtype (shaped when `spec` is given)."""
-        arr = np.frombuffer(self.output, dtype=np.dtype(self.dtype))
-        return arr.reshape(spec.shape) if spec is not None else arr
-
-
-@dataclass(frozen=True)
-class OpTime:
-    """Time of one operator in a `profile` reply."""
-
-    index: int
-    op: str
-    us: int
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Per-operator time of one inference."""
-
-    ops: tuple[OpTime, ...]
-    total_us: int
-
-
-def crc32_hex(data: bytes) -> str:
-    """IEEE CRC32 as 8 lowercase hex digits, the protocol's wire format."""
-    return f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
-
-
-def reply_deadline_s(command: str, last_latency_s: float | None = None) -> float:
-    """The device's reply deadline for a command line, per the spec's timeout table."""
-    tokens = command.split()
-    name = tokens[0] if tokens else ""
-    if name in ("run", "profile"):
-        return DEVICE_DEADLINE_S + MAX_INFERENCE_S
-    if name == "infer":
-        try:
-            n = int(tokens[1])
-            w = int(tokens[2]) if len(tokens) > 2 else 0
-            gap_s = (int(tokens[3]) if len(tokens) > 3 else 0) / 1000.0
-        except (IndexError, ValueError):
-            return DEVICE_DEADLINE_S
-        per = 2.0 * last_latency_s if last_latency_s else MAX_INFERENCE_S
-        return DEVICE_DEADLINE_S + (n + w) * per + n * gap_s
-    return DEVICE_DEADLINE_S
-
-
-def parse_reply(line: str) -> dict[str, Any] | None:
-    """The JSON object of a reply line, or None when the line is not a well-formed reply."""
-    at = line.find(REPLY_PREFIX + "{")
-    if at < 0:
-        return None
-    try:
-        obj = json.loads(line[at + len(REPLY_PREFIX) :])
-    except ValueError:
-        return None
-    if (
-        not isinstance(obj, dict)
-        or not isinstance(obj.get("ok"), bool)
-        or not isinstance(obj.get("cmd"), str)
-    ):
-        return None
-    return obj
-
-
-def _looks_like_reply(line: str) -> bool:
-    return "@hil" in line or '"ok":' in line or '"cmd":' in line
-
-
 class DutClient:
     """A device under test speaking the HIL protocol on a serial port, pty path or pyserial URL.
 
-    `open()` flushes input and handshakes (`hello`); `hello_info` then holds the device description.
+    `open()` flushes input and handshakes (`hello`); `hello_info` then holds the device description and
+    `hello_reply` the raw reply object it was read from.
     """
 
     def __init__(
@@ -266,6 +93,7 @@ class DutClient:
         self.log: list[str] = []
         self.last_lines: collections.deque[str] = collections.deque(maxlen=history)
         self.hello_info: Hello | None = None
+        self.hello_reply: dict[str, Any] | None = None
         self.resyncs = 0
         self.last_latency_s: float | None = None
         self._ser: Any = None
@@ -290,6 +118,7 @@ class DutClient:
             self._ser = self.port
         self._ser.reset_input_buffer()
         self._buf.clear()
+        self._write(b"\n")  # ends a partial line a previous session may have left; the device ignores it
         self.handshake()
         return self
 
@@ -341,6 +170,9 @@ class DutClient:
                 f"command line of {len(data) - 1} bytes exceeds the protocol limit of {MAX_LINE_BYTES}"
             )
         self._sent.add(line.split(" ", 1)[0])
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         try:
             self._ser.write(data)
             self._ser.flush()
@@ -356,8 +188,8 @@ class DutClient:
             line = self._readline(deadline)
             if line is None:
                 raise DutTimeout(
-                    f"no reply to '{name}' within {timeout_s:.1f} s; is the board running the "
-                    "HIL firmware and the port right?",
+                    f"no reply to '{name}' within {timeout_s:.1f} s at {self.baudrate} baud; is the board "
+                    "running the HIL firmware, the port right and the baud the board's?",
                     lines=list(self.last_lines),
                 )
             reply = parse_reply(line)
@@ -365,7 +197,7 @@ class DutClient:
                 if READY_MARK in line:
                     self._note(line, is_log=True)
                     raise _BoardReset(line)
-                if _looks_like_reply(line):
+                if looks_like_reply(line):
                     self._note(line, is_log=True)
                     raise _Garbage(line)
                 self._note(line, is_log=True)
@@ -414,12 +246,13 @@ class DutClient:
                 "flash matching firmware",
                 lines=list(self.last_lines),
             )
-        if not reply.get("ok") and reply.get("code") != "E_MODEL":
+        if not reply.get("ok") and reply.get("code") != E_MODEL:
             raise DutError(
                 f"hello failed: {reply.get('error')}", code=reply.get("code"), lines=list(self.last_lines)
             )
         try:
             self.hello_info = Hello.from_json(reply)
+            self.hello_reply = reply
         except (KeyError, TypeError, ValueError) as exc:
             raise _Garbage(f"hello reply lacks or garbles {exc}") from None
         return self.hello_info
@@ -602,16 +435,6 @@ class DutClient:
             if READY_MARK in line:
                 break
         return self.handshake()
-
-
-def latency_stats(latency_us: list[int] | tuple[int, ...]) -> dict[str, float]:
-    """mean/min/max/population std of latencies, as the device reports them."""
-    return {
-        "mean_us": round(statistics.fmean(latency_us), 1),
-        "min_us": int(min(latency_us)),
-        "max_us": int(max(latency_us)),
-        "std_us": round(statistics.pstdev(latency_us), 1) if len(latency_us) > 1 else 0.0,
-    }
 
 
 __all__ = [

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_RESULTS_DB = "reports/results.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: variants (factory row + sha256 per measured variant) and outcomes (test verdicts)
 STATUSES = ("running", "passed", "failed", "interrupted")
 MAIN_BRANCHES = ("main", "master")
 # Reason prefix of a measurement that cannot be taken by design (e.g. a variant TFLM cannot run): it is
@@ -69,6 +69,23 @@ CREATE TABLE IF NOT EXISTS artifacts (
     path TEXT NOT NULL,
     UNIQUE (run_id, variant, kind, path)
 );
+CREATE TABLE IF NOT EXISTS variants (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    variant TEXT NOT NULL,
+    sha256 TEXT NULL,
+    station TEXT NOT NULL DEFAULT '',
+    factory TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, variant)
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    variant TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('passed', 'failed', 'skipped')),
+    message TEXT NOT NULL DEFAULT '',
+    test TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, variant, metric)
+);
 CREATE INDEX IF NOT EXISTS measurements_by_variant_metric ON measurements (variant, metric);
 CREATE INDEX IF NOT EXISTS runs_by_branch ON runs (git_branch, status);
 """
@@ -110,6 +127,29 @@ class Measurement:
     def skipped(self) -> bool:
         """True for a measurement that cannot be taken by design (recorded with `skipped=True`)."""
         return not self.valid and (self.reason or "").startswith(SKIPPED_PREFIX)
+
+
+@dataclass(frozen=True)
+class VariantRecord:
+    """What a run measured for one variant: the model's sha256, the station, and the factory's row then."""
+
+    run_id: int
+    variant: str
+    sha256: str | None
+    station: str
+    factory: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict of one test of one variant (a budget, or a cross-check) as pytest or `hil measure` gave it."""
+
+    run_id: int
+    variant: str
+    metric: str
+    outcome: str
+    message: str
+    test: str
 
 
 @dataclass(frozen=True)
@@ -219,13 +259,13 @@ class ResultsStore:
             if version == SCHEMA_VERSION:
                 return
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            foreign = tables - {"runs", "measurements", "artifacts"}
+            foreign = tables - {"runs", "measurements", "artifacts", "variants", "outcomes"}
             if foreign:
                 raise HilError(
                     f"{self.path}: not a results database (it holds tables {', '.join(sorted(foreign))}); "
                     "pass another --results-db/--db path"
                 )
-            for statement in _SCHEMA.split(";"):
+            for statement in _SCHEMA.split(";"):  # IF NOT EXISTS: upgrades version 1 in place
                 if statement.strip():
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -480,6 +520,45 @@ class ResultsStore:
         df["valid"] = df["valid"].astype(bool)
         df["value"] = df["value"].astype(float)
         return df
+
+    # -- variants and outcomes ------------------------------------------------------------------------
+
+    def record_variant(
+        self, run_id: int, variant: str, *, sha256: str | None, station: str, factory: dict[str, Any]
+    ) -> None:
+        """Keep the factory row and sha256 of a variant as measured: the run's report never reads the factory."""
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO variants (run_id, variant, sha256, station, factory) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, variant) DO UPDATE SET sha256 = excluded.sha256,"
+                " station = excluded.station, factory = excluded.factory",
+                (run_id, variant, sha256, station, json.dumps(factory, default=str)),
+            )
+
+    def variants(self, run_id: int) -> list[VariantRecord]:
+        """The variants a run measured, in the order they were recorded."""
+        rows = self._read("SELECT * FROM variants WHERE run_id = ? ORDER BY rowid", (int(run_id),))
+        return [VariantRecord(r["run_id"], r["variant"], r["sha256"], r["station"], json.loads(r["factory"]))
+                for r in rows]
+
+    def record_outcome(
+        self, run_id: int, variant: str, metric: str, outcome: str, message: str = "", *, test: str = ""
+    ) -> None:
+        """Store a test's verdict for (variant, metric); a later verdict for the same pair replaces it."""
+        if outcome not in ("passed", "failed", "skipped"):
+            raise HilError(f"outcome {outcome!r} is not passed, failed or skipped")
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO outcomes (run_id, variant, metric, outcome, message, test) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, variant, metric) DO UPDATE SET outcome = excluded.outcome,"
+                " message = excluded.message, test = excluded.test",
+                (run_id, variant, metric, outcome, message or "", test or ""),
+            )
+
+    def outcomes(self, run_id: int) -> list[Outcome]:
+        """Every stored verdict of a run."""
+        rows = self._read("SELECT * FROM outcomes WHERE run_id = ? ORDER BY rowid", (int(run_id),))
+        return [Outcome(**r) for r in rows]
 
     # -- artifacts ------------------------------------------------------------------------------------
 

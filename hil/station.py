@@ -1,14 +1,16 @@
-"""A station: one board + scope pair of the bench, virtual or real, behind one small interface.
+"""A station: one board + scope pair of the bench behind one small interface, virtual or real.
 
-The harness flashes a model, opens the board's serial port and the scope's VISA resource through a
-station; only here does the code know whether the pair is simulated.
+The resource is data (`hil.bench.StationSpec`, resolved once from the bench file); a `Station` acts on it:
+it puts a model on the board, opens the board's protocol client and the scope's driver. `open_station`
+picks the implementation; nothing else in the harness knows whether the pair is simulated.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
-from hil.bench import BenchConfig, BoardConfig, ScopeConfig
+from hil.bench import BenchConfig, BoardConfig, ScopeConfig, StationSpec
 from hil.errors import HilError
 from hil.protocol import DutClient
 
@@ -17,99 +19,160 @@ class AppUnavailable(HilError):
     """The benchmark app cannot be built here (ESP-IDF missing); HIL tests that need it are skipped."""
 
 
-class Station:
-    """One board and the scope that measures it, as described by the bench file."""
+class Station(ABC):
+    """One board and the scope that measures it. Use as a context manager, or `start()` / `stop()`."""
 
-    def __init__(self, config: BenchConfig, board: str | None = None):
-        self.config = config
-        self.board: BoardConfig = config.board(board)
-        self.scope_config: ScopeConfig = self.board.scope or config.scope
-        self.virtual = None  # hil.sim.bench.VirtualBench on a virtual board
-        self.build_dir: Path | None = _build_dir(self.board.chip)  # the firmware build the board runs
+    simulated: bool = False
+
+    def __init__(self, spec: StationSpec):
+        self.spec = spec
 
     @property
-    def simulated(self) -> bool:
-        """True when the board or the scope of this station is simulated."""
-        return self.board.is_virtual or self.scope_config.is_virtual
-
-    def start(self) -> Station:
-        """Start the simulated parts; check a real board's serial port is there."""
-        if self.board.is_virtual:
-            from hil.sim.bench import VirtualBench
-
-            self.virtual = VirtualBench(self.config, None, board=self.board.name, boot_s=0.05).start(tcp_port=None)
-        else:
-            from hil.firmware import check_port
-
-            check_port(self.board.port)
-        if not self.scope_config.is_virtual and self.board.is_virtual:
-            raise HilError(
-                f"board {self.board.name!r} is virtual but the scope is {self.scope_config.resource}; "
-                "a real scope cannot measure a virtual board: set scope.resource: virtual"
-            )
-        return self
-
-    def install_app(self) -> None:
-        """Build the benchmark firmware for this board's chip (cached) and flash the app: once per session.
-
-        Raises AppUnavailable with ESP-IDF's install hint when the toolchain is missing (tests then skip).
-        """
-        if self.virtual is not None:
-            return
-        from hil import firmware
-
-        reason = firmware.idf_missing_reason()
-        if reason is not None:
-            raise AppUnavailable(reason)
-        result = firmware.build(self.board.chip, console_baud=self.board.baud)
-        firmware.flash_app(self.board.port, result.build_dir)
-        self.build_dir = result.build_dir
-
-    def stop(self) -> None:
-        """Stop the simulated parts."""
-        if self.virtual is not None:
-            self.virtual.stop()
-            self.virtual = None
+    def board(self) -> BoardConfig:
+        return self.spec.board
 
     @property
+    def scope_config(self) -> ScopeConfig:
+        return self.spec.scope
+
+    @property
+    @abstractmethod
     def port(self) -> str:
         """The board's serial port, pty path or pyserial URL."""
-        if self.virtual is not None:
-            return str(self.virtual.port)
-        return self.board.port
 
     @property
+    @abstractmethod
     def scope_resource(self) -> str:
         """The scope's VISA resource string."""
-        if self.virtual is not None and self.scope_config.is_virtual:
-            return str(self.virtual.resource)
-        return self.scope_config.resource
 
+    @abstractmethod
+    def start(self) -> Station:
+        """Make the pair reachable (start simulators, check the serial port)."""
+
+    def stop(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release what `start` started."""
+
+    def install_app(self) -> None:  # noqa: B027 - only real boards have an app to flash
+        """Build and flash the benchmark app once per session (real boards only)."""
+
+    @abstractmethod
     def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
-        """Put a model on the board: the virtual board loads it, a real one gets its model partition written."""
-        if self.virtual is not None:
-            self.virtual.board.flash(model)
-            return
-        from hil.firmware import flash_model, pack_model
-
-        image = pack_model(model, arena_bytes=arena_bytes, source=source)
-        flash_model(self.board.port, image, build_dir=self.build_dir)
+        """Put a model on the board and check the board reports it."""
 
     def dut(self) -> DutClient:
-        """An open protocol client to the board (handshake done)."""
-        return DutClient(self.port, baudrate=self.board.baud).open()
+        """An open protocol client to the board at the board's baud rate (handshake done)."""
+        return DutClient(self.port, baudrate=self.spec.baud).open()
 
     def scope(self):
-        """An open oscilloscope driver for this station's scope."""
+        """An open oscilloscope driver (instruments.scope.Oscilloscope) for this station's scope."""
         from instruments.scope import open_scope
 
-        return open_scope(self.scope_resource, self.scope_config.driver, timeout_s=self.scope_config.timeout_s)
+        sc = self.spec.scope
+        return open_scope(self.scope_resource, sc.driver, timeout_s=sc.timeout_s)
 
     def __enter__(self) -> Station:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class VirtualStation(Station):
+    """The virtual ESP32 and the simulated scope it drives (`hil.sim.bench.VirtualBench`)."""
+
+    simulated = True
+
+    def __init__(self, spec: StationSpec, config: BenchConfig):
+        super().__init__(spec)
+        if not spec.scope.is_virtual:
+            raise HilError(
+                f"board {spec.name!r} is virtual but its scope is {spec.scope.resource}; "
+                "a real scope cannot measure a virtual board: set scope.resource: virtual"
+            )
+        self._config = config
+        self.virtual = None  # hil.sim.bench.VirtualBench while started
+
+    def start(self) -> VirtualStation:
+        from hil.sim.bench import VirtualBench
+
+        if self.virtual is None:
+            self.virtual = VirtualBench(self._config, None, board=self.spec.name, boot_s=0.05).start(tcp_port=None)
+        return self
+
+    def stop(self) -> None:
+        if self.virtual is not None:
+            self.virtual.stop()
+            self.virtual = None
+
+    def _running(self):
+        if self.virtual is None:
+            raise HilError(f"station {self.spec.name!r} is not started")
+        return self.virtual
+
+    @property
+    def port(self) -> str:
+        return str(self._running().port)
+
+    @property
+    def scope_resource(self) -> str:
+        return str(self._running().resource)
+
+    def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
+        self._running().board.flash(model)
+
+
+class RealStation(Station):
+    """A board on a serial port (or pyserial URL) and a scope on a VISA resource."""
+
+    def __init__(self, spec: StationSpec):
+        super().__init__(spec)
+        self.build_dir: Path | None = _build_dir(spec.board.chip)  # the firmware build the board runs
+        self.simulated = spec.scope.is_virtual
+
+    def start(self) -> RealStation:
+        from hil.firmware import check_port
+
+        check_port(self.spec.board.port)
+        return self
+
+    @property
+    def port(self) -> str:
+        return self.spec.board.port
+
+    @property
+    def scope_resource(self) -> str:
+        if self.spec.scope.is_virtual:
+            raise HilError(
+                f"board {self.spec.name!r} is real ({self.spec.board.port}) but its scope is virtual; "
+                "the simulated scope only sees the virtual board: name the scope's VISA resource"
+            )
+        return self.spec.scope.resource
+
+    def install_app(self) -> None:
+        """Build the benchmark firmware for this board's chip and baud (cached) and flash the app.
+
+        Raises AppUnavailable with ESP-IDF's install hint when the toolchain is missing (tests then skip).
+        """
+        from hil import firmware
+
+        reason = firmware.idf_missing_reason()
+        if reason is not None:
+            raise AppUnavailable(reason)
+        result = firmware.build(self.spec.board.chip, console_baud=self.spec.baud)
+        firmware.flash_app(self.port, result.build_dir)
+        self.build_dir = result.build_dir
+
+    def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
+        from hil.firmware import flash_model, pack_model
+
+        image = pack_model(model, arena_bytes=arena_bytes, source=source)
+        flash_model(self.port, image, build_dir=self.build_dir, console_baud=self.spec.baud)
+
+
+def open_station(config: BenchConfig, board: str | None = None) -> Station:
+    """The station of the named board (or the first): virtual or real, as the bench file says."""
+    spec = config.station(board)
+    return VirtualStation(spec, config) if spec.board.is_virtual else RealStation(spec)
 
 
 def _build_dir(chip: str) -> Path | None:

@@ -25,6 +25,7 @@ import pandas as pd
 
 import models
 from models import datasets
+from models.artifacts import DEFAULT_MODELS_DIR, ArtifactWriter, is_artifact_folder, load_artifacts
 from models.errors import ModelError
 from models.registry import DEFAULT_CONFIG, Registry, Variant, load_registry
 
@@ -296,7 +297,7 @@ def _row(f: Factory, art: VariantArtifacts, ref: VariantArtifacts) -> dict:
 
 
 def _safe_out(out: Path) -> None:
-    if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
+    if out.exists() and any(out.iterdir()) and not is_artifact_folder(out):
         raise ModelError(
             f"{out}: exists and is not a model artifact folder (no metrics.json); choose another --out"
         )
@@ -304,7 +305,7 @@ def _safe_out(out: Path) -> None:
 
 def build(
     config: str | Path = DEFAULT_CONFIG,
-    out: str | Path = "artifacts/models",
+    out: str | Path = DEFAULT_MODELS_DIR,
     data: str = "digits",
     only: list[str] | None = None,
     *,
@@ -344,26 +345,21 @@ def build(
     table = table[leading + [c for c in table.columns if c not in leading]]
 
     def fill(tmp: Path) -> None:
-        from models.export import write_c_source
-
+        write = ArtifactWriter(tmp)
         for art in built:
-            data_bytes = art.tflite.read_bytes()
-            (tmp / f"{art.variant.name}.tflite").write_bytes(data_bytes)
-            write_c_source(data_bytes, tmp, "model_" + art.variant.name.replace("-", "_"))
+            write.model(art.variant.name, art.tflite.read_bytes())
             if art.probs_tflm is not None:  # host TFLM outputs on the test split: what a device should reproduce
-                np.save(tmp / f"{art.variant.name}.tflm-outputs.npy", art.probs_tflm)
+                write.host_outputs(art.variant.name, art.probs_tflm)
             roc = art.folder / "roc.png"
             if roc.is_file():
-                shutil.copyfile(roc, tmp / f"{art.variant.name}-roc.png")
+                write.roc_plot(art.variant.name, roc)
         for recipe in dict.fromkeys(a.variant.recipe for a in built):
             plot = factory.weights_plot(recipe)
             if plot is not None:
-                shutil.copyfile(plot, tmp / f"{recipe}-weights.png")
-        table.to_csv(tmp / "metrics.csv", index=False)
+                write.weights_plot(recipe, plot)
         meta = {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "config": str(registry.path),
                 "reference": registry.reference.name, "versions": _versions()}  # fmt: skip
-        records = json.loads(table.to_json(orient="records"))
-        (tmp / "metrics.json").write_text(json.dumps({"meta": meta, "variants": records}, indent=1))
+        write.metrics(table, meta)
 
     _atomic_dir(out, fill)
     factory.timings["total_s"] = time.perf_counter() - t_start
@@ -377,9 +373,6 @@ def build(
     return table
 
 
-def load_metrics(out: str | Path = "artifacts/models") -> pd.DataFrame:
+def load_metrics(out: str | Path = DEFAULT_MODELS_DIR) -> pd.DataFrame:
     """The metrics table of a built artifact folder."""
-    path = Path(out) / "metrics.json"
-    if not path.is_file():
-        raise ModelError(f"{path}: no metrics; run `hil models build --out {out}` first")
-    return pd.DataFrame(json.loads(path.read_text())["variants"])
+    return load_artifacts(out).table()

@@ -65,11 +65,27 @@ def tiny_build(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return root / "models", table
 
 
+BASELINE_CONFIG = {**TINY_CONFIG, "variants": {"baseline": ["no_opt", "dynamic", "int8"]}}
+
+
+@pytest.fixture(scope="session")
+def baseline_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's baseline variants built on the whole digits set, as a campaign builds them: a folder
+    with `variants.yaml`, `models/` and `cache/`. Copy it before use: a campaign rewrites `models/`."""
+    from models.factory import build
+
+    root = tmp_path_factory.mktemp("baseline-build")
+    (root / "variants.yaml").write_text(yaml.safe_dump(BASELINE_CONFIG))
+    build(root / "variants.yaml", root / "models", "digits", progress=lambda _: None)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_variants(tiny_build: tuple[Path, pd.DataFrame]) -> dict[str, Path]:
     """Variant name -> .tflite file of the tiny matrix (baseline-no_opt, baseline-int8, ...)."""
-    out, table = tiny_build
-    return {name: out / f"{name}.tflite" for name in table["variant"]}
+    from models.artifacts import load_artifacts
+
+    return {a.name: a.tflite for a in load_artifacts(tiny_build[0])}
 
 
 @pytest.fixture(scope="session")

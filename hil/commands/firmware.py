@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models-dir", type=Path, default=Path("artifacts/models"), help="factory output directory"
     )
     m.add_argument(
-        "--arena-bytes", type=int, default=None, help="measured arena (default: metrics.json or TFLM)"
+        "--arena-bytes", type=int, default=None, help="measured arena (default: the factory's, or TFLM's)"
     )
     m.add_argument("-o", "--output", type=Path, default=None, help="image file (default: VARIANT.hilm)")
     m.set_defaults(func=_pack)
@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--port", required=True)
     f.add_argument("--target", default="esp32", choices=firmware.TARGETS)
     f.add_argument("--build-root", type=Path, default=Path("build"), help="partition table from this build")
-    f.add_argument("--baud", type=int, default=firmware.MODEL_FLASH_BAUD)
+    f.add_argument("--baud", type=int, default=firmware.MODEL_FLASH_BAUD, help="esptool's flashing baud")
+    f.add_argument("--console-baud", type=int, default=115200,
+                   help="the app's protocol UART baud, at which the flash is verified (default: %(default)s)")
     f.set_defaults(func=_flash_model)
 
     s = sub.add_parser("size", help="flash/DRAM/IRAM use of a build (or of an esp-idf-size json2 file)")
@@ -71,11 +73,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    path, arena = firmware.resolve_variant(args.variant, args.models_dir)
-    image = firmware.pack_model(path, arena_bytes=args.arena_bytes or arena)
+    model, arena, name = firmware.resolve_variant(args.variant, args.models_dir)
+    image = firmware.pack_model(model, arena_bytes=args.arena_bytes or arena, source=name)
     part = firmware.model_partition()
     firmware.check_fits(image, part)
-    out = args.output or Path(f"{path.stem}.hilm")
+    out = args.output or Path(f"{name}.hilm")
     out.write_bytes(image)
     head = firmware.parse_image(image)
     print(
@@ -93,7 +95,8 @@ def _flash_app(args: argparse.Namespace) -> int:
 
 def _flash_model(args: argparse.Namespace) -> int:
     image = args.image.read_bytes()
-    crc = firmware.flash_model(args.port, image, build_dir=args.build_root / args.target, baud=args.baud)
+    crc = firmware.flash_model(args.port, image, build_dir=args.build_root / args.target, baud=args.baud,
+                               console_baud=args.console_baud)
     print(f"model partition on {args.port}: crc32 {crc} verified by hello")
     return 0
 

@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"serial:   {bench.port}")
         print(f"socket:   {bench.url}")
         if bench.resource:
-            sc = config.scope
+            sc, shunt = bench.spec.scope, bench.spec.shunt
             print(
                 f"scope:    {bench.resource} ({sc.sim_dialect} dialect; "
-                f"CH{sc.shunt_channel} shunt {config.shunt.ohms} ohm, CH{sc.marker_channel} marker)"
+                f"CH{sc.shunt_channel} shunt {shunt.ohms} ohm {shunt.wiring}, CH{sc.marker_channel} marker)"
             )
         baud = bench.board_config.baud
         print(f"try:      python -m serial.tools.miniterm {bench.port} {baud}  (type hello)")

@@ -1,11 +1,12 @@
 """What a report shows, gathered once: the run, its measurements per variant, verdicts, factory rows, ranking.
 
-Everything else in `hil.report` (tables, plots, documents) reads this `ReportData` and never the store.
+Everything comes from the results database alone (the factory rows and plots a run measured are stored
+with it), so a report of an old run does not change when the variants are rebuilt. Everything else in
+`hil.report` (tables, plots, documents) reads this `ReportData` and never the store.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,20 +14,12 @@ from typing import Any
 
 import pandas as pd
 
+from hil.budgets import Limit, Verdict, judge
 from hil.metrics import METRICS
 from hil.results import SKIPPED_PREFIX
 from models.errors import ModelError
 
-VERDICTS = ("passed", "failed", "skipped")
 RANK_METRICS = ("latency_ms", "accuracy", "energy_mj")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Outcome of one budget test: passed, failed or skipped, with the test's message."""
-
-    outcome: str
-    message: str = ""
 
 
 @dataclass
@@ -101,7 +94,6 @@ class ReportData:
     meta: dict[str, Any]
     variants: list[VariantResult]
     artifacts: dict[str, dict[str, Path]]  # variant -> kind -> existing file
-    models_dir: Path | None
     factory_meta: dict[str, Any]
     ranking: Ranking | None
     ranking_note: str
@@ -111,18 +103,6 @@ class ReportData:
     @property
     def simulated(self) -> bool:
         return bool(self.meta.get("simulated", getattr(self.run, "simulated", False)))
-
-
-def _verdict(raw: Any) -> Verdict:
-    """A verdict stored as "passed", {"outcome"|"status"|"verdict": ..., "message": ...} or [outcome, msg]."""
-    if isinstance(raw, str):
-        return Verdict(raw)
-    if isinstance(raw, dict):
-        outcome = raw.get("outcome") or raw.get("status") or raw.get("verdict") or ""
-        return Verdict(str(outcome), str(raw.get("message") or raw.get("reason") or ""))
-    if isinstance(raw, list | tuple) and raw:
-        return Verdict(str(raw[0]), str(raw[1]) if len(raw) > 1 and raw[1] else "")
-    return Verdict(str(raw))
 
 
 def is_skipped(m: Any) -> bool:
@@ -135,21 +115,12 @@ def skip_text(m: Any) -> str:
     return (m.reason or "").removeprefix(SKIPPED_PREFIX)
 
 
-def budget_verdict(m: Any, limits: dict[str, float | None]) -> Verdict:
-    """The verdict a budget gives a measurement, or its absence (used when the run recorded none)."""
-    lo, hi = limits.get("min"), limits.get("max")
+def budget_verdict(m: Any, limits: dict[str, float | None], metric: str = "", variant: str = "") -> Verdict:
+    """The verdict a budget gives a measurement (hil.budgets.judge), for runs that stored no test outcome."""
+    limit = Limit(min=limits.get("min"), max=limits.get("max"), metric=metric, variant=variant)
     if m is None:
-        return Verdict("failed", "not measured")
-    if is_skipped(m):
-        return Verdict("skipped", skip_text(m))
-    value = m.value
-    if not m.valid or value is None:
-        return Verdict("failed", f"invalid: {m.reason or 'no value'}")
-    if lo is not None and value < lo:
-        return Verdict("failed", f"{value:.4g} < min {lo:.4g}")
-    if hi is not None and value > hi:
-        return Verdict("failed", f"{value:.4g} > max {hi:.4g}")
-    return Verdict("passed")
+        return judge(limit, None)
+    return judge(limit, m.value, valid=m.valid, reason=m.reason, skipped=is_skipped(m))
 
 
 def resolve_path(path: str | Path, *bases: Path | None) -> Path | None:
@@ -159,17 +130,10 @@ def resolve_path(path: str | Path, *bases: Path | None) -> Path | None:
     return next((c for c in candidates if c.exists()), None)
 
 
-def _factory(models_dir: Path | None) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Factory rows by variant and the factory meta, or empty when the folder is missing."""
-    if models_dir is None or not (models_dir / "metrics.json").is_file():
-        return {}, {}
-    doc = json.loads((models_dir / "metrics.json").read_text())
-    return {r["variant"]: r for r in doc.get("variants", [])}, doc.get("meta", {})
-
-
-def _variant_results(store: Any, run: Any, meta: dict, factory_rows: dict[str, dict]) -> list[VariantResult]:
+def _variant_results(store: Any, run: Any, meta: dict) -> list[VariantResult]:
     """Measurements, budgets and verdicts grouped per variant, in a stable order."""
     results: dict[str, VariantResult] = {}
+    factory_rows = {r.variant: r.factory for r in store.variants(run.id)}
 
     def get(name: str) -> VariantResult:
         return results.setdefault(name, VariantResult(name, factory=factory_rows.get(name, {})))
@@ -178,14 +142,11 @@ def _variant_results(store: Any, run: Any, meta: dict, factory_rows: dict[str, d
         get(m.variant).measurements[m.metric] = m
     for name, limits in (meta.get("budgets") or {}).items():
         get(name).budgets = {k: dict(v) for k, v in limits.items()}
-    for key, raw in (meta.get("verdicts") or {}).items():
-        name, _, metric_name = str(key).rpartition("/")
-        if name:
-            get(name).verdicts[metric_name] = _verdict(raw)
-    if not (run.flags or {}).get("variants"):  # whole matrix: show what the factory could not deploy
-        for name, row in factory_rows.items():
-            if not row.get("tflm_ok", True) and name not in results:
-                get(name).not_run = f"not deployable on TFLM: {row.get('tflm_error') or 'unknown reason'}"
+    for o in store.outcomes(run.id):
+        get(o.variant).verdicts[o.metric] = Verdict(o.outcome, o.message)
+    for name, row in factory_rows.items():
+        if not row.get("tflm_ok", True):
+            get(name)
     for v in results.values():
         if v.not_run is None and not v.measurements and factory_rows.get(v.name, {}).get("tflm_ok") is False:
             v.not_run = f"not deployable on TFLM: {factory_rows[v.name].get('tflm_error')}"
@@ -193,7 +154,7 @@ def _variant_results(store: Any, run: Any, meta: dict, factory_rows: dict[str, d
             if metric_name not in v.verdicts:
                 m = v.measurements.get(metric_name)
                 v.verdicts[metric_name] = (Verdict("skipped", v.not_run) if m is None and v.not_run
-                                           else budget_verdict(m, limits))
+                                           else budget_verdict(m, limits, metric_name, v.name))
     order = list(factory_rows)
     return sorted(results.values(), key=lambda v: (order.index(v.name) if v.name in order else len(order),
                                                    v.name))
@@ -233,20 +194,19 @@ def rank_variants(variants: list[VariantResult], reference: str | None) -> tuple
 
 
 def load(store: Any, run: int | str = "latest") -> ReportData:
-    """Read one run of `store` (id, 'latest' or 'latest-main') and its factory folder."""
+    """Read one run of `store` (id, 'latest' or 'latest-main'): measurements, outcomes, factory rows, files."""
     r = store.run(store.resolve(run))
     meta = dict(r.meta or {})
     db_dir = Path(store.path).resolve().parent if getattr(store, "path", None) else None
-    models_dir = resolve_path(meta["models_dir"], db_dir) if meta.get("models_dir") else None
-    factory_rows, factory_meta = _factory(models_dir)
-    variants = _variant_results(store, r, meta, factory_rows)
+    variants = _variant_results(store, r, meta)
     artifacts: dict[str, dict[str, Path]] = {}
     for a in store.artifacts(r.id):
         path = resolve_path(a.path, db_dir)
         if path is not None:
             artifacts.setdefault(a.variant, {})[a.kind] = path
+    factory_meta = dict(meta.get("factory") or {})
     ranking, note = rank_variants(variants, factory_meta.get("reference"))
-    return ReportData(r, meta, variants, artifacts, models_dir, factory_meta, ranking, note)
+    return ReportData(r, meta, variants, artifacts, factory_meta, ranking, note)
 
 
 def unit(name: str, measurement: Any = None) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import HilError
 from instruments.waveform import Waveform
 
 TRACE_POINTS = 2000  # envelope bins across a panel: enough for a 1200-pixel-wide figure
@@ -29,13 +30,19 @@ def _pyplot():
 
 
 def shunt_power_mw(shunt: Waveform, parameters: dict[str, Any]) -> np.ndarray:
-    """Board power in mW from the shunt voltage, with the analysis' shunt, supply, gain and burden."""
-    ohms = float(parameters.get("shunt_ohms", 0.05))
-    supply = float(parameters.get("supply_volts", 5.0))
-    gain = float(parameters.get("amplifier_gain", 1.0)) if parameters.get("wiring") == "amplifier" else 1.0
-    current = shunt.volts / (gain * ohms)
-    board_volts = supply - current * ohms if parameters.get("burden_correction", True) else supply
-    return current * board_volts * 1e3
+    """Board power in mW from the shunt voltage, with the parameters the analysis recorded (no defaults).
+
+    A trace whose analysis lacks its shunt or supply cannot be converted and is an error, not a guess.
+    """
+    from hil.power import power_series
+
+    try:
+        ohms, supply = float(parameters["shunt_ohms"]), float(parameters["supply_volts"])
+    except (KeyError, TypeError, ValueError):
+        raise HilError("power trace: its analysis does not record shunt_ohms and supply_volts") from None
+    gain = float(parameters.get("amplifier_gain") or 1.0) if parameters.get("wiring") == "amplifier" else 1.0
+    burden = bool(parameters.get("burden_correction", True))
+    return power_series(shunt.volts, shunt_ohms=ohms, supply_volts=supply, gain=gain, burden_correction=burden) * 1e3
 
 
 def envelope(t: np.ndarray, y: np.ndarray, points: int = TRACE_POINTS) -> tuple[np.ndarray, ...]:

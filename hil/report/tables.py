@@ -72,16 +72,12 @@ def _host_accuracy(v: VariantResult) -> str:
 
 
 def failed_budget(v: VariantResult, name: str) -> str:
-    """'energy_mj 2.41 > max 2 mJ' from the measurement and its limits; the bare name when they are unknown."""
-    m, limits = v.measurements.get(name), v.budgets.get(name, {})
-    if m is None or not m.valid or m.value is None:
-        return f"{name} invalid" if m is not None else f"{name} not measured"
-    u = unit(name, m)
-    for key, broken in (("max", lambda lim: m.value > lim), ("min", lambda lim: m.value < lim)):
-        if limits.get(key) is not None and broken(limits[key]):
-            sign = ">" if key == "max" else "<"
-            return f"{name} {number(m.value, u)} {sign} {key} {limits[key]:g} {u}".rstrip()
-    return name
+    """Why a budget failed, as its verdict says it ('energy_mj = 2.410 mJ exceeds budget max 2.000 mJ')."""
+    verdict = v.verdicts.get(name)
+    if verdict is not None and verdict.message:
+        return verdict.message.removeprefix(f"{v.name} ").removeprefix(f"{v.name}: ")
+    m = v.measurements.get(name)
+    return f"{name} invalid: {m.reason}" if m is not None and not m.valid else f"{name} not measured"
 
 
 def budget_summary(v: VariantResult, width: int = 0) -> str:

@@ -161,7 +161,7 @@ def _traces(data: report_data.ReportData, folder: Path) -> list[Block]:
         try:
             plots.power_trace(v.name, files["trace_shunt"], files.get("trace_marker"), files.get("power"),
                               folder / name, simulated=data.simulated)
-        except (OSError, ValueError, KeyError, InstrumentError) as exc:
+        except (OSError, ValueError, KeyError, InstrumentError, HilError) as exc:
             blocks.append(Paragraph(f"`{v.name}`: power trace unreadable ({exc})."))
             continue
         blocks.append(Image(name, f"{v.name}: shunt power of one trial, inference windows shaded, "
@@ -170,27 +170,21 @@ def _traces(data: report_data.ReportData, folder: Path) -> list[Block]:
 
 
 def _factory(data: report_data.ReportData, folder: Path) -> list[Block]:
-    src = data.models_dir
-    if src is None:
-        return [Heading(2, "Model factory figures"),
-                Paragraph(f"Factory folder `{data.meta.get('models_dir') or '–'}` not found.")]
+    """The factory's ROC curves and weight histograms, as the run stored them when it measured each variant."""
     rocs: list[Image] = []
-    hists: list[Image] = []
-    recipes: dict[str, None] = {}
+    hists: dict[str, Image] = {}
     for v in data.variants:
-        recipes.setdefault(str(v.factory.get("recipe") or v.name.split("-")[0]))
-        roc = src / f"{v.name}-roc.png"
-        if roc.is_file():
-            shutil.copyfile(roc, folder / f"roc-{v.name}.png")
+        files = data.artifacts.get(v.name, {})
+        if "roc" in files:
+            shutil.copyfile(files["roc"], folder / f"roc-{v.name}.png")
             rocs.append(Image(f"roc-{v.name}.png", f"{v.name}: per-class ROC curves (host)."))
-    for recipe in recipes:
-        hist = src / f"{recipe}-weights.png"
-        if hist.is_file():
-            shutil.copyfile(hist, folder / f"weights-{recipe}.png")
-            hists.append(Image(f"weights-{recipe}.png", f"{recipe}: weight histograms before/after the recipe."))
+        recipe = str(v.factory.get("recipe") or v.name.split("-")[0])
+        if "weights" in files and recipe not in hists:
+            shutil.copyfile(files["weights"], folder / f"weights-{recipe}.png")
+            hists[recipe] = Image(f"weights-{recipe}.png", f"{recipe}: weight histograms before/after the recipe.")
     return [Heading(2, "Model factory figures (host, tf.lite on the test set)"),
-            Heading(3, "Per-class ROC curves"), Gallery(rocs) if rocs else Paragraph("No ROC curves found."),
-            Heading(3, "Weight histograms"), *(hists or [Paragraph("No weight histograms found.")])]
+            Heading(3, "Per-class ROC curves"), Gallery(rocs) if rocs else Paragraph("No ROC curves stored."),
+            Heading(3, "Weight histograms"), *(list(hists.values()) or [Paragraph("No weight histograms stored.")])]
 
 
 def _write_csv(data: report_data.ReportData, path: Path) -> None:

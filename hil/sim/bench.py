@@ -1,7 +1,8 @@
 """The virtual bench: a virtual ESP32 and the simulated SCPI oscilloscope, wired as `bench.yaml` describes.
 
 The board publishes its activity to a timeline that is the scope's signal source: channel `shunt_channel`
-sees R x I(t) (times the amplifier gain), channel `marker_channel` the marker GPIO.
+sees R x I(t) (times the amplifier gain), channel `marker_channel` the marker GPIO. Channels, dialect,
+shunt and supply are the board's own where it has them (`BenchConfig.station`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hil.bench import BenchConfig, BoardConfig
+from hil.bench import BenchConfig, BoardConfig, StationSpec
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.costmodel import load_calibration
@@ -41,18 +42,19 @@ class VirtualBench:
         boot_s: float = 0.2,
     ):
         self.config = config or BenchConfig()
-        self.board_config: BoardConfig = self.config.board(board)
+        self.spec: StationSpec = self.config.station(board)
+        self.board_config: BoardConfig = self.spec.board
         if not self.board_config.is_virtual:
             raise HilError(
                 f"board {self.board_config.name!r} is on {self.board_config.port}, not virtual; "
                 "use the real bench or set port: virtual"
             )
         cal = load_calibration()
-        wiring = ProbeWiring(
-            shunt_channel=self.config.scope.shunt_channel,
-            marker_channel=self.config.scope.marker_channel,
-            shunt_ohms=self.config.shunt.ohms,
-            gain=self.config.shunt.gain,
+        wiring = ProbeWiring(  # a high-side shunt is seen through a differential probe: the same R x I
+            shunt_channel=self.spec.scope.shunt_channel,
+            marker_channel=self.spec.scope.marker_channel,
+            shunt_ohms=self.spec.shunt.ohms,
+            gain=self.spec.shunt.gain,
         )
         self.timeline = ActivityTimeline(wiring, idle_current_a=cal.idle_current_a)
         bc = self.board_config
@@ -62,13 +64,14 @@ class VirtualBench:
             cpu_mhz=bc.cpu_mhz,
             arena_bytes=bc.arena_bytes,
             marker_gpio=bc.marker_gpio,
+            baud=bc.baud,  # the pty answers only a host that opened it at the board's baud, like a UART
             speed=speed if speed is not None else self.config.virtual.speed,
             seed=self.config.virtual.seed,
             boot_s=boot_s,
             timeline=self.timeline,
             calibration=cal,
         )
-        self.want_scope = scope and self.config.scope.is_virtual
+        self.want_scope = scope and self.spec.scope.is_virtual
         self.scope_sim: Any = None
 
     @property
@@ -98,7 +101,7 @@ class VirtualBench:
                     f"the simulated oscilloscope is not available ({exc}); install the instruments package"
                 ) from None
             self.scope_sim = ScopeSimulator(
-                dialect=self.config.scope.sim_dialect,
+                dialect=self.spec.scope.sim_dialect,
                 source=self.timeline,
                 **_scope_options(ScopeSimulator, self.config),
             )

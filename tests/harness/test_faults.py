@@ -108,3 +108,38 @@ def test_garbled_bytes_at_a_lower_rate_are_recovered(sine_model: bytes) -> None:
         b.faults.garble_rate = 0.002
         n = _noisy_calls(c, ref, 40)
     assert n["recovered"] >= 2 and n["ok"] >= 30, n
+
+
+def _lines(raw, quiet_s: float = 0.5) -> list[str]:
+    """Every line the board sends until it is quiet for `quiet_s`."""
+    raw.timeout = quiet_s
+    out = []
+    while line := raw.readline():
+        out.append(line.decode("ascii", errors="replace").rstrip("\r\n"))
+    return out
+
+
+def test_input_sent_to_a_hung_board_is_lost(board: VirtualBoard) -> None:
+    import serial
+
+    board.faults.hang_on["version"] = 1
+    with serial.serial_for_url(board.url) as raw:
+        raw.write(b"version\n")
+        assert _lines(raw) == []  # hung
+        raw.write(b"hello\n")  # arrives while the board is hung
+        assert _lines(raw) == []
+        board.power_cycle()
+        after = _lines(raw)
+        assert "hil-ready" in after[-1] and not any(line.startswith("@hil") for line in after)
+        raw.write(b"version\n")
+        assert _lines(raw)[0].startswith('@hil {"ok":true,"cmd":"version"')
+
+
+def test_a_reset_whose_reply_is_lost_still_restarts(board: VirtualBoard) -> None:
+    import serial
+
+    board.faults.drop_on["reset"] = 1
+    with serial.serial_for_url(board.url) as raw:
+        raw.write(b"reset\n")
+        lines = _lines(raw)
+    assert lines and "hil-ready" in lines[-1] and not any(line.startswith("@hil") for line in lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -182,3 +183,58 @@ def test_reply_deadlines_follow_the_spec() -> None:
     assert reply_deadline_s("infer 3 1 5") == pytest.approx(1 + 4 * 10 + 3 * 0.005)
     assert reply_deadline_s("infer 3 1 5", last_latency_s=0.06) == pytest.approx(1 + 4 * 0.12 + 0.015)
     assert isinstance(DutTimeout("x"), DutError)
+
+
+def _flash_writer(board: VirtualBoard) -> Callable[[str, list[tuple[int, bytes]], int, dict[str, str]], None]:
+    """An esptool stand-in that flashes the model of the image into the virtual board."""
+    from hil import firmware
+
+    def write(port: str, regions: list[tuple[int, bytes]], baud: int, settings: dict[str, str]) -> None:
+        ((_, image),) = regions
+        board.flash(image[firmware.IMAGE_HEADER_SIZE :])
+
+    return write
+
+
+def test_flash_model_asks_hello_over_the_protocol_client_at_the_console_baud(sine_model: bytes) -> None:
+    import os
+    import termios
+
+    from hil import firmware
+
+    part = firmware.Partition("model", "data", "spiffs", 0x110000, 0x100000)
+    with VirtualBoard(b"\x00" * 64, boot_s=0.05).start(tcp_port=None) as b:
+        assert b.pty_path is not None
+        image = firmware.pack_image(sine_model)
+        crc = firmware.flash_model(b.pty_path, image, partition=part, writer=_flash_writer(b), console_baud=921600)
+        assert crc == crc32_hex(sine_model)
+        fd = os.open(b.pty_path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            ispeed, ospeed = termios.tcgetattr(fd)[4:6]  # what the host configured on the port
+        finally:
+            os.close(fd)
+        assert ispeed == ospeed == termios.B921600
+        assert firmware.query_hello(b.pty_path, baud=115200)["model"]["crc32"] == crc
+
+
+def test_flash_model_reports_the_crc_and_model_error_the_board_answers(sine_model: bytes) -> None:
+    from hil import firmware
+    from hil.errors import HilError
+
+    part = firmware.Partition("model", "data", "spiffs", 0x110000, 0x100000)
+    with VirtualBoard(b"\x00" * 64, boot_s=0.05).start(tcp_port=None) as b:
+        assert b.pty_path is not None
+        with pytest.raises(HilError) as err:  # the "flash" never reaches the board: it keeps its corrupt image
+            firmware.flash_model(b.pty_path, firmware.pack_image(sine_model), partition=part, writer=lambda *a: None)
+    assert f"image CRC32 {crc32_hex(sine_model)}, device reports {crc32_hex(bytes(64))} (model image corrupt" in str(
+        err.value
+    )
+
+
+def test_a_virtual_board_at_921600_baud_answers_only_a_host_at_that_baud(sine_model: bytes) -> None:
+    """The pty behaves like a UART: a host at the wrong rate gets no reply, and the error names the baud."""
+    with VirtualBoard(sine_model, boot_s=0.05, baud=921600).start(tcp_port=None) as b:
+        with pytest.raises(DutTimeout, match="at 115200 baud; .* the baud the board's"):
+            DutClient(b.pty_path, baudrate=115200, margin_s=0.0).open()
+        with DutClient(b.pty_path, baudrate=921600) as c:
+            assert c.hello_info is not None and c.hello_info.model_ok

@@ -1,30 +1,60 @@
-"""Run docs/protocol-vectors.json in order against the virtual board, over a real pty and a real socket."""
+"""Run docs/protocol-vectors.json in order against the virtual board, over a real pty and a real socket,
+and against its device core in-process (no pty, no socket, no thread): one runner for all three."""
 
 from __future__ import annotations
 
 import base64
+import collections
 import json
+import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import serial
 
-from hil.protocol import CHUNK_MAX_BYTES, parse_reply
 from hil.sim.board import VirtualBoard
+from hil.sim.device import DeviceCore
+from hil.wire import CHUNK_MAX_BYTES, READY_MARK, crc32_hex, parse_reply
 
 VECTORS = json.loads((Path(__file__).parents[2] / "docs" / "protocol-vectors.json").read_text())
 
 
-class RawPort:
+class LinePort:
+    """What the vector runner drives: `send` a command line, read the device's next `line`."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def send(self, line: str) -> None:
+        raise NotImplementedError
+
+    def line(self, timeout: float = 5.0) -> str:
+        raise NotImplementedError
+
+    def reply(self) -> dict[str, Any]:
+        """The next reply; log lines before it are kept in `log`."""
+        while True:
+            text = self.line()
+            obj = parse_reply(text)
+            if obj is not None:
+                assert text.startswith("@hil {"), text
+                return obj
+            self.log.append(text)
+
+    def wait_ready(self) -> None:
+        while READY_MARK not in self.line():
+            pass
+
+
+class RawPort(LinePort):
     """A bare line reader on a pyserial port: no client logic, so the device's own behaviour is tested."""
 
     def __init__(self, url: str):
+        super().__init__()
         self.ser = serial.serial_for_url(url, baudrate=115200, timeout=0.05)
         self.ser.reset_input_buffer()
-        self.log: list[str] = []
 
     def send(self, line: str) -> None:
         self.ser.write(line.encode("ascii") + b"\n")
@@ -38,25 +68,30 @@ class RawPort:
                 return buf.rstrip(b"\r\n").decode("utf-8", errors="replace")
         raise AssertionError(f"no line within {timeout} s (partial {buf!r}; log {self.log[-3:]})")
 
-    def reply(self) -> dict[str, Any]:
-        while True:
-            text = self.line()
-            obj = parse_reply(text)
-            if obj is not None:
-                assert text.startswith("@hil {"), text
-                return obj
-            self.log.append(text)
 
-    def wait_ready(self) -> None:
-        while "hil-ready" not in self.line():
-            pass
+class CorePort(LinePort):
+    """The device core called directly: each command's output lines, and the boot log after a `reset`."""
+
+    def __init__(self, core: DeviceCore):
+        super().__init__()
+        self.core = core
+        self.out: collections.deque[str] = collections.deque()
+
+    def send(self, line: str) -> None:
+        self.out.extend(self.core.handle(line))
+        if self.core.restart_pending:
+            self.out.extend(self.core.boot())
+
+    def line(self, timeout: float = 5.0) -> str:
+        if not self.out:
+            raise AssertionError(f"the device core printed no further line (log {self.log[-3:]})")
+        return self.out.popleft()
 
 
 def _subst(text: str, input_bytes: int) -> str:
-    zeros_crc = f"{zlib.crc32(bytes(input_bytes)) & 0xFFFFFFFF:08x}"
     return (
         text.replace("{input_bytes}", str(input_bytes))
-        .replace("{zeros_crc32}", zeros_crc)
+        .replace("{zeros_crc32}", crc32_hex(bytes(input_bytes)))
         .replace("{long_line}", "x" * 1100)
     )
 
@@ -77,7 +112,7 @@ def _check(step: dict[str, Any], reply: dict[str, Any], where: str) -> None:
         assert len(reply[key]) == n, f"{where}: len({key})={len(reply[key])}, want {n}"
 
 
-def run_vectors(port: RawPort, input_bytes: int) -> int:
+def run_vectors(port: LinePort, input_bytes: int) -> int:
     """Run every vector in order on one device; return the number of steps checked."""
     steps = 0
     for vector in VECTORS["vectors"]:
@@ -109,6 +144,15 @@ def test_vectors_pass_on_the_virtual_board(board: VirtualBoard, transport: str) 
     finally:
         port.ser.close()
     assert steps == sum(len(v["steps"]) for v in VECTORS["vectors"])
+
+
+def test_vectors_pass_on_the_device_core_in_process(sine_model: bytes) -> None:
+    threads = threading.active_count()
+    port = CorePort(DeviceCore(sine_model, speed=0.05))
+    steps = run_vectors(port, input_bytes=4)
+    assert steps == sum(len(v["steps"]) for v in VECTORS["vectors"])
+    assert not port.out, f"lines left over after the last reply: {list(port.out)}"
+    assert threading.active_count() == threads  # nothing served in the background
 
 
 def test_every_vector_reply_is_one_line_and_carries_code_on_error(board: VirtualBoard) -> None:

@@ -12,11 +12,13 @@ import csv
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from hil.cli import main
 from hil.power import analyze
@@ -24,6 +26,7 @@ from hil.report import summary_table, write_report
 from hil.report.plots import pareto_front, shunt_power_mw
 from hil.results import ResultsStore
 from instruments.waveform import Waveform
+from models.artifacts import load_artifacts
 from models.objective import rank
 from tests.harness.power_synth import SUPPLY, R, make_capture
 
@@ -58,15 +61,19 @@ def _record_variant(store: ResultsStore, run: int, row: dict, folder: Path, slow
 
 
 def _fill_run(store: ResultsStore, models_dir: Path, table: pd.DataFrame, folder: Path, *, simulated: bool,
-              slower: dict[str, float] | None = None, verdicts_in_meta: bool = False) -> int:
+              slower: dict[str, float] | None = None, with_outcomes: bool = False) -> int:
     """One complete run as the plugin records it: measurements (skipped rows for what TFLM cannot run),
-    artifacts, budgets and phases in meta; with `verdicts_in_meta` also the test outcomes with messages."""
+    artifacts, budgets and phases in meta; with `with_outcomes` also the test outcomes with messages."""
     folder.mkdir(parents=True, exist_ok=True)
     run = store.start_run(bench="bench.yaml", simulated=simulated, flags={"trials": 5, "session": "abc"},
                           git_commit="0123456789abcdef", git_branch="main")
     budgets, verdicts = {}, {}
+    arts = load_artifacts(models_dir)
     for row in table.to_dict("records"):
         name = row["variant"]
+        art = arts[name]
+        store.record_variant(run, name, sha256=art.sha256, station="esp32-0", factory=art.row)
+        store.add_artifact(run, name, "roc", shutil.copyfile(art.roc_plot, folder / f"{name}-roc.png"))
         budgets[name] = {"energy_mj": {"min": None, "max": ENERGY_BUDGET_MJ}, "accuracy": {"min": 20.0, "max": None}}
         if not row["tflm_ok"]:
             for m in budgets[name]:
@@ -75,16 +82,17 @@ def _fill_run(store: ResultsStore, models_dir: Path, table: pd.DataFrame, folder
         _record_variant(store, run, row, folder, (slower or {}).get(name, 1.0), float(table["size_bytes"].max()))
         values = {m.metric: m.value for m in store.measurements(run) if m.variant == name}
         energy_ok = values["energy_mj"] <= ENERGY_BUDGET_MJ
-        verdicts[f"{name}/energy_mj"] = {
-            "outcome": "passed" if energy_ok else "failed",
-            "message": "" if energy_ok else f"test says: {name} energy_mj {values['energy_mj']:.4g} mJ over budget",
-        }
-        verdicts[f"{name}/accuracy"] = "passed" if values["accuracy"] >= 20 else "failed"
-    store.update_meta(run, models_dir=str(models_dir), bench_name="virtual", board_id="esp32-0",
+        verdicts[(name, "energy_mj")] = (
+            "passed" if energy_ok else "failed",
+            "" if energy_ok else f"test says: {name} energy_mj {values['energy_mj']:.4g} mJ over budget",
+        )
+        verdicts[(name, "accuracy")] = ("passed" if values["accuracy"] >= 20 else "failed", "")
+    store.update_meta(run, factory=arts.meta, bench_name="virtual", board_id="esp32-0",
                       scope_idn="RIGOL TECHNOLOGIES,DS1104Z,SIM,00.04", firmware="fw-abc123", simulated=simulated,
                       budgets=budgets, phases_gw0={"power_s": 1.5, "accuracy_s": 2.0}, phases_gw1={"power_s": 2.5})
-    if verdicts_in_meta:
-        store.update_meta(run, verdicts=verdicts)
+    if with_outcomes:
+        for (name, metric_name), (outcome, message) in verdicts.items():
+            store.record_outcome(run, name, metric_name, outcome, message, test=f"test_budget[{name}-{metric_name}]")
     store.finish_run(run, "passed")
     return run
 
@@ -99,7 +107,7 @@ def bench_db(tiny_build, tmp_path_factory) -> tuple[Path, dict[str, int], pd.Dat
     with ResultsStore(db) as store:
         runs = {
             "sim": _fill_run(store, models_dir, table, root / "captures-1", simulated=True),
-            "real": _fill_run(store, models_dir, table, root / "captures-2", simulated=False, verdicts_in_meta=True),
+            "real": _fill_run(store, models_dir, table, root / "captures-2", simulated=False, with_outcomes=True),
             "slower": _fill_run(store, models_dir, table, root / "captures-3", simulated=True,
                                 slower={ok[0]: 1.5}),
         }
@@ -165,8 +173,8 @@ def test_failed_budget_names_variant_metric_and_limit(sim_report: Path, bench_db
     md, real_md = (sim_report / "report.md").read_text(), (real / "report.md").read_text()
     for v in over:
         row = next(x for x in md.splitlines() if x.startswith(f"| {v} |"))
-        assert f"FAIL 1/2: energy_mj {energy[v]:.4g} > max {ENERGY_BUDGET_MJ:g} mJ |" in row
-        assert f"**{v}** `energy_mj` failed: {energy[v]:.4g} > max {ENERGY_BUDGET_MJ:.4g}" in md
+        assert f"FAIL 1/2: energy_mj = {energy[v]:.3f} mJ exceeds budget max {ENERGY_BUDGET_MJ:.3f} mJ |" in row
+        assert f"**{v}** `energy_mj` failed: {v} energy_mj = {energy[v]:.3f} mJ exceeds budget max" in md
         assert f"**{v}** `energy_mj` failed: test says: {v} energy_mj" in real_md  # the test's own message
     for v in set(energy) - set(over):
         assert "pass 2/2" in next(x for x in md.splitlines() if x.startswith(f"| {v} |"))
@@ -202,7 +210,7 @@ def test_chosen_variant_is_the_best_passing_by_the_corrected_objective(sim_repor
     rows = [{"variant": v, "size_bytes": table.set_index("variant").loc[v, "size_bytes"],
              "latency_ms": f["latency_ms"], "accuracy": f["accuracy"], "energy_mj": f["energy_mj"]}
             for v, f in values.items()]
-    reference = json.loads((tiny_build[0] / "metrics.json").read_text())["meta"]["reference"]
+    reference = load_artifacts(tiny_build[0]).reference
     ranked = rank(rows, reference)
     expected = next(v for v in ranked["variant"] if v not in failed)
     md = (sim_report / "report.md").read_text()
@@ -307,7 +315,7 @@ def test_invalid_and_unmeasured_figures_show_their_reason(tmp_path: Path) -> Non
     with ResultsStore(tmp_path / "r.sqlite") as store:
         run = store.start_run(bench="b.yaml", simulated=False, git_commit="c", git_branch="dev")
         budgets = {"v1": {"energy_mj": {"min": None, "max": 1.0}, "accuracy": {"min": 90, "max": None}}}
-        store.update_meta(run, models_dir=str(tmp_path / "gone"), budgets=budgets)
+        store.update_meta(run, budgets=budgets)
         store.record(run, "v1", "energy_mj", None, valid=False, reason="scope capture invalid: shunt clipped")
         store.record(run, "v1", "latency_ms", 3.0)
         store.record(run, "v2", "latency_ms", 2.0)
@@ -315,11 +323,12 @@ def test_invalid_and_unmeasured_figures_show_their_reason(tmp_path: Path) -> Non
         text = summary_table(store, run)
     md = (out / "report.md").read_text()
     row = next(x for x in md.splitlines() if x.startswith("| v1 |"))
-    assert "| invalid |" in row and "FAIL 2/2: energy_mj invalid; accuracy not measured" in row
+    assert "| invalid |" in row
+    assert "FAIL 2/2: energy_mj invalid: scope capture invalid: shunt clipped; accuracy not measured" in row
     assert "v1 energy_mj invalid: scope capture invalid: shunt clipped" in md
-    assert "**v1** `energy_mj` failed: invalid: scope capture invalid: shunt clipped" in md
+    assert "**v1** `energy_mj` failed: v1 energy_mj invalid: scope capture invalid: shunt clipped" in md
     assert "Not ranked: v1 (no valid accuracy, energy_mj, size); v2 (" in md
-    assert f"Factory folder `{tmp_path / 'gone'}` not found" in md
+    assert "No ROC curves stored." in md  # this run stored no factory plots; the report does not go looking
     assert "FAIL 2/2" in text and "note: v1 energy_mj invalid" in text
 
 
@@ -344,3 +353,29 @@ def test_trace_power_agrees_with_the_analysis(tmp_path: Path) -> None:
     assert math.isclose(float(power.mean()), rep.avg_power_mw, rel_tol=1e-9)
     idle = power[marker.volts < 1.0]
     assert math.isclose(float(np.median(idle)), truth.idle_power_mw, rel_tol=0.01)
+
+
+@SLOW
+def test_report_of_an_old_run_is_unchanged_after_the_variants_are_rebuilt(tiny_build, tmp_path: Path) -> None:
+    """The report reads only the database: rebuilding the factory folder differently changes nothing in it."""
+    from models.factory import build
+    from tests.conftest import TINY_CONFIG, TINY_LIMITS
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_build[0], models_dir)
+    table = load_artifacts(models_dir).table()
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        run = _fill_run(store, models_dir, table, tmp_path / "captures", simulated=True)
+        before = write_report(store, run, tmp_path / "before")
+        other = {**TINY_CONFIG, "model": {"filters": [2, 4, 4], "dense_units": [8, 8]},
+                 "variants": {"baseline": ["int8"]}}
+        (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+        build(tmp_path / "other.yaml", models_dir, "digits", cache_dir=tmp_path / "cache", progress=lambda _: None,
+              **TINY_LIMITS)
+        rebuilt = load_artifacts(models_dir)
+        assert list(rebuilt.variants) == ["baseline-int8"]
+        assert rebuilt["baseline-int8"].size_bytes != int(table.set_index("variant").loc["baseline-int8", "size_bytes"])
+        after = write_report(store, run, tmp_path / "after")
+    assert (after / "results.csv").read_text() == (before / "results.csv").read_text()
+    assert (after / "report.md").read_text() == (before / "report.md").read_text()
+    assert sorted(p.name for p in after.glob("roc-*.png")) == sorted(p.name for p in before.glob("roc-*.png"))

@@ -42,7 +42,7 @@ def test_scope_pulse_widths_match_reported_latencies(tiny_variants: dict[str, Pa
         shunt_ch, marker_ch = config.scope.shunt_channel, config.scope.marker_channel
         scope.configure_channel(shunt_ch, 0.025 / scope.adc_span_div, 0.0115)  # -1 .. 24 mV
         scope.configure_channel(marker_ch, 5.0 / scope.adc_span_div, 1.65)
-        window = 20 * latency_s * 1.3
+        window = 20 * latency_s * 2.0  # wall-clock pacing of the virtual board overshoots each deadline a little
         scope.configure_timebase(
             window / scope.horizontal_divisions, record_points=200_000, position_s=0.42 * window
         )

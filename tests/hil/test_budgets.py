@@ -1,22 +1,20 @@
 """The budget tests users run: `pytest -m hil` measures every variant on the bench and checks its budgets.
 
-Parametrized by the `hil` plugin over variant x budget (ids like `test_budget[pruned-int8-energy_mj]`).
-Variants TFLite Micro cannot run are skipped with the runtime's reason.
+Parametrized by the `hil` plugin over variant x budget (ids like `test_budget[pruned-int8-energy_mj]`) and
+variant x cross-check (`test_cross_check[pruned-int8-pulse_vs_latency_pct]`). The verdicts come from the
+same functions `hil measure` uses (`hil.budgets.judge`, `hil.campaign.cross_checks`). Variants TFLite Micro
+cannot run are skipped with the runtime's reason.
 """
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
-pytestmark = pytest.mark.hil
+from hil.budgets import judge
 
-# The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
-# study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
-PULSE_VS_LATENCY_MAX_PCT = 2.0
-# Device outputs against host TFLM outputs: identical kernels give 100 %; ESP-NN optimised kernels round
-# differently in the last bit, which can flip a near-tie.
-OUTPUT_AGREEMENT_MIN_PCT = 98.0
-OUTPUT_COSINE_MIN = 0.99
+pytestmark = pytest.mark.hil
 
 
 def _record(record_property, variant: str, metric: str, figure, simulated: bool) -> None:
@@ -37,45 +35,21 @@ def test_budget(variant: str, metric: str, measurement, budgets, bench, record_p
     limit = budgets.for_variant(variant)[metric]
     _record(record_property, variant, metric, figure, bench.is_virtual)
     record_property("budget", limit.describe())
-    if not figure.valid:
-        pytest.fail(f"{variant} {metric}: no valid measurement: {figure.reason}", pytrace=False)
-    ok, message = limit.check(figure.value)
-    if not ok:
-        pytest.fail(message, pytrace=False)
+    verdict = judge(limit, figure.value, valid=figure.valid, reason=figure.reason)
+    if verdict.failed:
+        pytest.fail(verdict.message, pytrace=False)
 
 
-def test_pulse_width_matches_reported_latency(variant: str, measurement, bench, record_property) -> None:
-    """The marker pulse width on the scope agrees with the latency the board reported."""
-    figure = measurement["pulse_vs_latency_pct"]
-    _record(record_property, variant, "pulse_vs_latency_pct", figure, bench.is_virtual)
-    if not figure.valid:
-        pytest.fail(f"{variant}: no valid scope capture: {figure.reason}", pytrace=False)
-    pulse, latency = measurement["pulse_width_ms"].value, measurement["latency_ms"].value
-    assert figure.value <= PULSE_VS_LATENCY_MAX_PCT, (
-        f"{variant}: scope pulse width {pulse:.3f} ms differs from the reported latency {latency:.3f} ms "
-        f"by {figure.value:.2f} % (max {PULSE_VS_LATENCY_MAX_PCT} %)"
-    )
+def test_cross_check(variant: str, check: str, measurement, check_verdict, bench, record_property) -> None:
+    """Scope pulse width vs the board's reported latency, and device outputs vs the host TFLM runtime's."""
+    _record(record_property, variant, check, measurement[check], bench.is_virtual)
+    if check_verdict.failed:
+        pytest.fail(check_verdict.message, pytrace=False)
 
 
-def test_device_outputs_match_host_tflm(variant: str, measurement, bench, record_property) -> None:
-    """Outputs on the device agree with the host TFLM runtime's for the same inputs (top-1 and cosine)."""
-    agreement, cosine = measurement["output_agreement"], measurement["output_cosine"]
-    _record(record_property, variant, "output_agreement", agreement, bench.is_virtual)
-    assert agreement.value >= OUTPUT_AGREEMENT_MIN_PCT, (
-        f"{variant}: device top-1 agrees with host TFLM on {agreement.value:.1f} % of "
-        f"{agreement.trials} images (min {OUTPUT_AGREEMENT_MIN_PCT} %)"
-    )
-    assert cosine.value >= OUTPUT_COSINE_MIN, (
-        f"{variant}: mean output cosine {cosine.value:.4f} < {OUTPUT_COSINE_MIN}"
-    )
-
-
-
-def test_board_runs_the_flashed_variant(variant: str, board, hil_options, hil_dut) -> None:
+def test_board_runs_the_flashed_variant(variant: str, board, variants, hil_dut) -> None:
     """The board reports the model the factory built for this variant (size and CRC32) and still answers."""
-    import zlib
-
-    blob = (hil_options.models_dir / f"{variant}.tflite").read_bytes()
+    blob = variants[variant].model_bytes()
     assert board.model is not None, f"{variant}: the board reports no model"
     assert board.model.bytes == len(blob)
     assert int(board.model.crc32, 16) == zlib.crc32(blob)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.artifacts import METRICS_CSV, load_artifacts
 from models.datasets import load
 from models.errors import ModelError
 from models.factory import METRICS_COLUMNS, build, load_metrics
@@ -25,28 +26,31 @@ def test_metrics_table_has_every_column_and_variant(tiny_build) -> None:
     assert set(METRICS_COLUMNS) <= set(table.columns)
     assert {f"auc_{c}" for c in "0123456789"} <= set(table.columns)
     assert len(table) == 10
-    on_disk = pd.read_csv(out / "metrics.csv")
+    on_disk = pd.read_csv(out / METRICS_CSV)  # the CSV users open in a spreadsheet, beside metrics.json
     assert list(on_disk["variant"]) == list(table["variant"])
     assert load_metrics(out)["size_bytes"].tolist() == table["size_bytes"].tolist()
+    assert list(load_artifacts(out).variants) == list(table["variant"])
 
 
 def test_artifacts_per_variant(tiny_build) -> None:
     out, table = tiny_build
+    arts = load_artifacts(out)
     for name in table["variant"]:
-        data = (out / f"{name}.tflite").read_bytes()
-        assert data[4:8] == b"TFL3"
+        art = arts[name]
+        data = art.model_bytes()  # also checks the sha256 the factory recorded
+        assert data[4:8] == b"TFL3" and len(data) == art.size_bytes and art.tflite.parent == out
         c_name = "model_" + name.replace("-", "_")
         assert f"{len(data)};" in (out / f"{c_name}.cc").read_text()
         assert f"extern const unsigned char {c_name}[]" in (out / f"{c_name}.h").read_text()
-    outputs = np.load(out / "baseline-int8.tflm-outputs.npy")
+    outputs = arts["baseline-int8"].host_outputs()
     assert outputs.shape == (TINY_LIMITS["limit_test"], 10)
     assert float(np.mean(outputs.argmax(1) == load("digits", **TINY_LIMITS).y_test)) == pytest.approx(
         table.set_index("variant").loc["baseline-int8", "accuracy_tflm"]
     )
-    assert not (out / "baseline-dynamic.tflm-outputs.npy").exists()  # not deployable: no TFLM outputs
-    assert (out / "baseline-int8-roc.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "pruned-weights.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "clustered-weights.png").is_file()
+    assert arts["baseline-dynamic"].host_outputs() is None  # not deployable: no TFLM outputs
+    assert arts["baseline-int8"].roc_plot.read_bytes()[:4] == b"\x89PNG"
+    assert arts["pruned-int8"].weights_plot.read_bytes()[:4] == b"\x89PNG"
+    assert arts["clustered-int8"].weights_plot is not None
 
 
 def test_deployability_is_reported_not_hidden(tiny_build) -> None:
@@ -110,7 +114,7 @@ def test_second_build_is_cached_and_never_imports_tensorflow(
     assert result["tf"] is False
     assert result["timings"]["train_s"] == 0 and result["timings"]["convert_s"] == 0
     assert len(re.findall(r"^\[\s*\d+/10\] \S+\s+cached ", proc.stdout, flags=re.M)) == 10
-    again = pd.read_csv(tmp_path / "again" / "metrics.csv")
+    again = load_artifacts(tmp_path / "again").table()
     assert again["size_bytes"].tolist() == table["size_bytes"].tolist()
 
 

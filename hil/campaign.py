@@ -1,0 +1,514 @@
+"""A measurement campaign: the per-variant pipeline and the run it records, with or without pytest.
+
+For every selected variant: take the factory's artifact (built or cached), flash it on the station, read
+`hello`, capture power over the trials, stream the test set for on-device accuracy, and record every figure
+in the results database the moment it is taken. `pytest -m hil` (the plugin) and `hil measure` (the CLI)
+both drive this module; budgets and cross-checks are judged by the same functions in both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hil.budgets import Budgets, Verdict, judge
+from hil.errors import USER_ERRORS, HilError
+from hil.filelock import file_lock
+from hil.measure import Figure, Settings
+
+Progress = Callable[[str], None]
+
+# The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
+# study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
+PULSE_VS_LATENCY_MAX_PCT = 2.0
+# Device outputs against host TFLM outputs: identical kernels give 100 %; ESP-NN optimised kernels round
+# differently in the last bit, which can flip a near-tie.
+OUTPUT_AGREEMENT_MIN_PCT = 98.0
+OUTPUT_COSINE_MIN = 0.99
+
+
+class Skipped(Exception):
+    """The variant cannot run on the bench (e.g. TFLM cannot allocate it); carries the reason."""
+
+
+@dataclass(frozen=True)
+class CampaignOptions:
+    """What to measure and where to record it: the `pytest -m hil` options, also `hil measure`'s."""
+
+    bench: Path = Path("bench.yaml")
+    budgets: Path = Path("budgets.yaml")
+    variants: list[str] | None = None
+    models_config: Path | None = None
+    models_dir: Path = Path("artifacts/models")
+    data: str = "digits"
+    inferences: int | None = None
+    window: float = 1.0
+    warmup: int = 5
+    trials: int = 5
+    flash_app: bool = False
+    accuracy_samples: int = 0
+    results_db: Path = Path("reports/results.sqlite")
+    report_dir: Path = Path("reports/latest")
+    baseline: str | None = None
+    gate: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Every option checked before anything is measured: one HilError naming the option and the fix."""
+        if self.variants is not None and not self.variants:
+            raise HilError("--variants names no variant; give names such as baseline-int8, or leave it out")
+        for name, value, low in (("--trials", self.trials, 1), ("--warmup", self.warmup, 0),
+                                 ("--accuracy-samples", self.accuracy_samples, 0)):
+            if value < low:
+                raise HilError(f"{name} must be {'at least ' + str(low) if low else 'zero or more'}, got {value}")
+        if self.inferences is not None and not 1 <= self.inferences <= 1000:
+            raise HilError(f"--inferences must be between 1 and 1000, got {self.inferences}")
+        if not self.window > 0:
+            raise HilError(f"--window must be a positive number of seconds, got {self.window}")
+        if self.gate and not self.baseline:
+            raise HilError("--gate needs --baseline RUN (a run id or latest-main) to compare with")
+        self.tolerances()
+
+    def tolerances(self) -> dict[str, Any]:
+        """`--gate METRIC:TOL` parsed (hil.gate.Tolerance by metric)."""
+        from hil.gate import parse_tolerances
+
+        return parse_tolerances(self.gate)
+
+    def settings(self) -> Settings:
+        """The capture settings of every variant."""
+        return Settings(inferences=self.inferences, warmup=self.warmup, trials=self.trials, window_s=self.window)
+
+
+def cross_checks(variant: str, figures: dict[str, Figure]) -> dict[str, Verdict]:
+    """The two checks every variant gets besides its budgets: scope pulse vs reported latency, device vs host."""
+    out: dict[str, Verdict] = {}
+    pulse = figures.get("pulse_vs_latency_pct")
+    if pulse is not None:
+        if not pulse.valid or pulse.value is None:
+            out["pulse_vs_latency_pct"] = Verdict("failed", f"{variant}: no valid scope capture: {pulse.reason}")
+        else:
+            width, latency = figures["pulse_width_ms"].value, figures["latency_ms"].value
+            ok = pulse.value <= PULSE_VS_LATENCY_MAX_PCT
+            out["pulse_vs_latency_pct"] = Verdict("passed" if ok else "failed", (
+                f"{variant}: scope pulse width {width:.3f} ms differs from the reported latency {latency:.3f} ms "
+                f"by {pulse.value:.2f} % (max {PULSE_VS_LATENCY_MAX_PCT} %)"))
+    agreement, cosine = figures.get("output_agreement"), figures.get("output_cosine")
+    if agreement is not None and cosine is not None:
+        if agreement.value is None or cosine.value is None:
+            out["output_agreement"] = Verdict("failed", f"{variant}: no host TFLM outputs to compare with")
+        elif agreement.value < OUTPUT_AGREEMENT_MIN_PCT:
+            out["output_agreement"] = Verdict("failed", (
+                f"{variant}: device top-1 agrees with host TFLM on {agreement.value:.1f} % of "
+                f"{agreement.trials} images (min {OUTPUT_AGREEMENT_MIN_PCT} %)"))
+        elif cosine.value < OUTPUT_COSINE_MIN:
+            out["output_agreement"] = Verdict("failed", (
+                f"{variant}: mean output cosine {cosine.value:.4f} < {OUTPUT_COSINE_MIN}"))
+        else:
+            out["output_agreement"] = Verdict("passed", f"{variant}: device outputs match host TFLM")
+    return out
+
+
+class RunRecorder:
+    """One run in the results database, shared by every process of a session (xdist workers) via `session`.
+
+    Each figure is committed the moment it is recorded: a killed run keeps every finished row.
+    """
+
+    def __init__(self, db: Path, *, session: str, flags: dict[str, Any], meta: dict[str, Any], simulated: bool,
+                 bench: str) -> None:
+        self.db = db
+        self.session = session
+        self._flags, self._meta, self._simulated, self._bench = flags, meta, simulated, bench
+        self._store = None
+        self._run_id: int | None = None
+
+    @property
+    def store(self):
+        """The results database (hil.results.ResultsStore)."""
+        if self._store is None:
+            from hil.results import ResultsStore
+
+            self._store = ResultsStore(self.db)
+        return self._store
+
+    def find(self) -> int | None:
+        """This session's run, if a process of the session created it."""
+        if not self.db.is_file():
+            return None
+        return next((r.id for r in self.store.runs() if r.flags.get("session") == self.session), None)
+
+    @property
+    def run_id(self) -> int:
+        """This session's run id, created by the first process that records anything."""
+        if self._run_id is None:
+            with file_lock(self.db.with_suffix(".lock")):
+                self._run_id = self.find()
+                if self._run_id is None:
+                    self._run_id = self.store.start_run(bench=self._bench, simulated=self._simulated,
+                                                        flags={"session": self.session, **self._flags},
+                                                        meta=self._meta)
+        return self._run_id
+
+    @property
+    def folder(self) -> Path:
+        """Where this run's waveforms, analyses and plots are kept (next to the database)."""
+        return self.db.parent / "runs" / str(self.run_id)
+
+    def record(self, variant: str, metric: str, fig: Figure) -> None:
+        self.store.record(self.run_id, variant, metric, fig.value, valid=fig.valid, reason=fig.reason,
+                          trials=fig.trials, spread=fig.spread)
+
+    def record_missing(self, variant: str, metrics: list[str], reason: str, *, skipped: bool) -> None:
+        """Every metric not measured yet gets a row with the reason: nothing is silently absent."""
+        done = {m.metric for m in self.store.measurements(self.run_id) if m.variant == variant}
+        for metric in metrics:
+            if metric not in done:
+                self.store.record(self.run_id, variant, metric, None, valid=False, reason=reason, skipped=skipped)
+
+    def record_outcome(self, variant: str, metric: str, verdict: Verdict, test: str = "") -> None:
+        self.store.record_outcome(self.run_id, variant, metric, verdict.outcome, verdict.message, test=test)
+
+    def keep_file(self, variant: str, kind: str, source: Path, name: str) -> None:
+        """Copy a file into the run's folder and list it, so the run's report never reads the factory."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / name
+        shutil.copyfile(source, target)
+        self.store.add_artifact(self.run_id, variant, kind, target)
+
+    def save_traces(self, variant: str, power) -> None:
+        """Keep the median-energy trial's waveforms and analysis, so the report can plot them later."""
+        trials = [t for t in power.trials if t.report.valid] or list(power.trials)
+        if not trials:
+            return
+        trials.sort(key=lambda t: t.report.energy_per_inference_mj.mean if t.report.valid else 0.0)
+        trial = trials[len(trials) // 2]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for kind, wf in (("trace_shunt", trial.shunt), ("trace_marker", trial.marker)):
+            path = wf.save(self.folder / f"{variant}-{kind.removeprefix('trace_')}.npz")
+            self.store.add_artifact(self.run_id, variant, kind, path)
+        report = self.folder / f"{variant}-power.json"
+        report.write_text(json.dumps(trial.report.to_dict()))
+        self.store.add_artifact(self.run_id, variant, "power", report)
+
+
+@dataclass
+class Finish:
+    """How a run ended: its id, the report written (or why not) and the gate's result."""
+
+    run_id: int | None
+    status: str
+    report_path: Path | None = None
+    report_error: str | None = None
+    gate: Any = None  # hil.gate.GateResult
+
+
+class Campaign:
+    """One process's part of a run: the plan, the station it owns, the figures it measured.
+
+    `worker` is the xdist worker index (None: a single process); worker k measures on station k.
+    """
+
+    def __init__(self, options: CampaignOptions, *, session: str | None = None, worker: int | None = None,
+                 progress: Progress = lambda _: None) -> None:
+        self.options = options
+        self.session = session or uuid.uuid4().hex
+        self.worker = worker
+        self.progress = progress
+        self.phases: dict[str, float] = defaultdict(float)
+        self.suite: dict[str, Any] = {}  # board, firmware, scope IDN ...: the run's provenance
+        self.hellos: dict[str, Any] = {}  # variant -> the board's hello after flashing it
+        self._plan: tuple[list[str], Budgets] | None = None
+        self._bench = None
+        self._artifacts = None
+        self._dataset = None
+        self._station = None
+        self._recorder: RunRecorder | None = None
+        self._measured: dict[str, dict[str, Figure]] = {}
+        self._not_measured: dict[str, Exception] = {}
+        self._no_app: str | None = None
+
+    # -- configuration --------------------------------------------------------------------------------
+    def plan(self) -> tuple[list[str], Budgets]:
+        """(selected variant names, budgets), validated with the options. Cheap: nothing is built."""
+        if self._plan is None:
+            from hil.budgets import load_budgets
+            from models.registry import DEFAULT_CONFIG, load_registry
+
+            self.options.validate()
+            registry = load_registry(self.options.models_config or DEFAULT_CONFIG)
+            selected = [v.name for v in registry.select(self.options.variants)]
+            budgets = load_budgets(self.options.budgets)
+            budgets.check_variants([v.name for v in registry.variants()])
+            self._plan = (selected, budgets)
+        return self._plan
+
+    @property
+    def bench(self):
+        """The bench configuration (hil.bench.BenchConfig)."""
+        if self._bench is None:
+            from hil.bench import load_bench
+
+            self._bench = load_bench(self.options.bench)
+        return self._bench
+
+    @property
+    def recorder(self) -> RunRecorder:
+        """The run this campaign records into."""
+        if self._recorder is None:
+            selected, budgets = self.plan()
+            o = self.options
+            flags = {"variants": selected, "trials": o.trials, "warmup": o.warmup, "inferences": o.inferences,
+                     "window_s": o.window, "accuracy_samples": o.accuracy_samples, "data": o.data}
+            meta = {"bench_name": str(o.bench), "simulated": self.bench.is_virtual,
+                    "budgets": {v: {m: {"min": lim.min, "max": lim.max} for m, lim in budgets.for_variant(v).items()}
+                                for v in selected}}
+            self._recorder = RunRecorder(o.results_db, session=self.session, flags=flags, meta=meta,
+                                         simulated=self.bench.is_virtual, bench=str(o.bench))
+        return self._recorder
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def artifacts(self):
+        """The factory's artifacts (models.artifacts.ArtifactSet), building whatever is missing (cached)."""
+        if self._artifacts is None:
+            from models.artifacts import load_artifacts
+            from models.factory import build
+
+            selected, _ = self.plan()
+            t0 = time.perf_counter()
+            o = self.options
+            with file_lock(o.models_dir.parent / f".{o.models_dir.name}.lock"):
+                self.progress(f"model factory: {len(selected)} variants into {o.models_dir}")
+                build(o.models_config or _default_config(), o.models_dir, o.data, selected, progress=self.progress)
+                self._artifacts = load_artifacts(o.models_dir)
+            self.phases["factory_s"] += time.perf_counter() - t0
+        return self._artifacts
+
+    def dataset(self):
+        """The data set's test split, for on-device accuracy."""
+        if self._dataset is None:
+            from models.datasets import load
+            from models.registry import load_registry
+
+            seed = load_registry(self.options.models_config or _default_config()).config.seed
+            self._dataset = load(self.options.data, seed=seed)
+        return self._dataset
+
+    @property
+    def station(self):
+        """This process's station (hil.station.Station): worker k takes board k of the bench."""
+        if self._station is None:
+            from hil.station import AppUnavailable, open_station
+
+            boards = self.bench.boards
+            index = self.worker or 0
+            if index >= len(boards):
+                raise HilError(f"xdist worker gw{index} has no board: {self.options.bench} lists {len(boards)} "
+                               f"board(s); run with -n {len(boards)} or fewer")
+            station = open_station(self.bench, boards[index].name).start()
+            if self.options.flash_app:
+                try:
+                    station.install_app()
+                except AppUnavailable as exc:
+                    station.stop()
+                    self._no_app = str(exc)
+                    raise Skipped(f"the benchmark app cannot be built: {exc}") from None
+            self._station = station
+        return self._station
+
+    # -- measuring ------------------------------------------------------------------------------------
+    def measure(self, variant: str) -> dict[str, Figure]:
+        """All figures of one variant (metric -> Figure), measured once and recorded as they are taken.
+
+        Raises Skipped when the variant cannot run here, HilError when its measurement failed; either way
+        every budgeted metric not measured gets a row with the reason, and a second call raises the same.
+        """
+        if self._no_app is not None:
+            raise Skipped(f"the benchmark app cannot be built: {self._no_app}")
+        if variant in self._not_measured:
+            raise self._not_measured[variant]
+        if variant not in self._measured:
+            _, budgets = self.plan()
+            metrics = list(budgets.for_variant(variant))
+            try:
+                self._measured[variant] = self._measure(variant)
+            except Skipped as exc:
+                self._not_measured[variant] = exc
+                self.recorder.record_missing(variant, metrics, str(exc), skipped=True)
+                raise
+            except USER_ERRORS as exc:
+                error = HilError(f"{variant}: {exc}")
+                self._not_measured[variant] = error
+                self.recorder.record_missing(variant, metrics, f"measurement failed: {exc}", skipped=False)
+                raise error from None
+            except Exception as exc:  # a bug or an unforeseen fault: recorded once, never re-measured per test
+                error = HilError(f"{variant}: unexpected {type(exc).__name__}: {exc}")
+                self._not_measured[variant] = error
+                self.recorder.record_missing(variant, metrics, f"measurement failed: {error}", skipped=False)
+                raise
+        return self._measured[variant]
+
+    def _measure(self, variant: str) -> dict[str, Figure]:
+        from hil.measure import measure_accuracy, measure_power
+
+        arts = self.artifacts()
+        art = arts[variant]
+        rec = self.recorder
+        station = self.station
+        if "factory" not in rec.store.run(rec.run_id).meta:
+            rec.store.update_meta(rec.run_id, factory=arts.meta, models_dir=str(arts.folder.resolve()))
+        rec.store.record_variant(rec.run_id, variant, sha256=art.sha256, station=station.spec.name, factory=art.row)
+        if art.roc_plot is not None:
+            rec.keep_file(variant, "roc", art.roc_plot, f"{variant}-roc.png")
+        if art.weights_plot is not None:
+            rec.keep_file(variant, "weights", art.weights_plot, f"{art.recipe}-weights.png")
+        if not art.tflm_ok:
+            raise Skipped(f"{variant} is not deployable on TFLite Micro: {art.tflm_error}")
+        model = art.model_bytes()
+        figures: dict[str, Figure] = {}
+
+        def keep(metric: str, fig: Figure) -> None:
+            figures[metric] = fig
+            rec.record(variant, metric, fig)
+
+        t0 = time.perf_counter()
+        self.progress(f"{variant}: flashing {len(model):,} bytes to {station.spec.name}")
+        station.flash(model, arena_bytes=art.arena_bytes, source=variant)
+        self.phases["flash_s"] += time.perf_counter() - t0
+        keep("flash_kb", Figure(len(model) / 1024))
+        if art.accuracy is not None:
+            keep("accuracy_host", Figure(art.accuracy * 100))
+        with station.dut() as dut:
+            hello = dut.hello_info
+            if hello is None:
+                raise HilError(f"{station.spec.name}: no hello from the board after flashing")
+            self.hellos[variant] = hello
+            self.suite.update(board=station.spec.name, board_id=hello.board_id, firmware=hello.firmware,
+                              simulated=station.simulated or hello.simulated)
+            if not hello.model_ok:  # the host runtime runs it, so the board refusing it is a failure
+                raise HilError(f"the board refused the model: {hello.model_error}")
+            keep("arena_kb", Figure((hello.arena_used or 0) / 1024))
+            t1 = time.perf_counter()
+            with station.scope() as scope:
+                self.suite.setdefault("scope_idn", scope.idn)
+                power = measure_power(dut, scope, station.spec, self.options.settings(),
+                                      progress=lambda s: self.progress(f"{variant}: {s}"))
+            self.phases["power_s"] += time.perf_counter() - t1
+            for metric, fig in power.figures().items():
+                keep(metric, fig)
+            rec.save_traces(variant, power)
+            t2 = time.perf_counter()
+            ds = self.dataset()
+            n = self.options.accuracy_samples or len(ds.x_test)
+            self.progress(f"{variant}: streaming {n} test images for on-device accuracy")
+            acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=art.host_outputs())
+            self.phases["accuracy_s"] += time.perf_counter() - t2
+        keep("accuracy", Figure(acc.accuracy_pct, trials=acc.samples))
+        keep("output_agreement", Figure(acc.agreement_pct, trials=acc.samples))
+        keep("output_cosine", Figure(acc.cosine, trials=acc.samples))
+        return figures
+
+    def verdicts(self, variant: str, figures: dict[str, Figure]) -> dict[str, Verdict]:
+        """Every budget of the variant and its cross-checks, judged on its figures."""
+        _, budgets = self.plan()
+        out = {}
+        for metric, limit in budgets.for_variant(variant).items():
+            fig = figures.get(metric)
+            out[metric] = (judge(limit, fig.value, valid=fig.valid, reason=fig.reason) if fig is not None
+                           else judge(limit, None))
+        return {**out, **cross_checks(variant, figures)}
+
+    # -- ending ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the station and leave this process's phase times and variants in the run's metadata."""
+        if self._station is not None:
+            self._station.stop()
+            self._station = None
+        rec = self._recorder
+        if rec is not None and rec.find() is not None:
+            who = f"gw{self.worker}" if self.worker is not None else "main"
+            rec.store.update_meta(rec.run_id, **{f"phases_{who}": dict(self.phases),
+                                                 f"variants_{who}": sorted(self._measured)}, **self.suite)
+
+    def finish(self, status: str) -> Finish:
+        """Close the run with `status`, apply the gate and write the report (the controller only)."""
+        rec = self.recorder
+        run_id = rec.find()
+        if run_id is None:
+            return Finish(None, status)
+        store = rec.store
+        done = Finish(run_id, status)
+        t0 = time.perf_counter()
+        tolerances = None
+        errors = []
+        if self.options.baseline:
+            from hil.gate import compare
+
+            try:
+                tolerances = self.options.tolerances()
+                done.gate = compare(store, run_id, self.options.baseline, tolerances)
+            except USER_ERRORS as exc:
+                errors.append(f"gate: {exc}")
+                done.status = "failed" if status == "passed" else status
+            else:
+                if done.gate.failed and status == "passed":
+                    done.status = "failed"
+        store.finish_run(run_id, done.status)
+        try:
+            from hil.report import write_report
+
+            gated = done.gate is not None
+            done.report_path = write_report(store, run_id, self.options.report_dir,
+                                            baseline=self.options.baseline if gated else None,
+                                            tolerances=tolerances if gated else None)
+        except USER_ERRORS as exc:
+            errors.append(f"report: {exc}")
+        except OSError as exc:
+            errors.append(f"report: cannot write {self.options.report_dir} ({exc.strerror}); pass another --report-dir")
+        done.report_error = "; ".join(errors) or None
+        store.update_meta(run_id, phases_report={"report_s": time.perf_counter() - t0})
+        return done
+
+
+def _default_config() -> Path:
+    from models.registry import DEFAULT_CONFIG
+
+    return Path(DEFAULT_CONFIG)
+
+
+def run(options: CampaignOptions, *, progress: Progress = print) -> tuple[Finish, dict[str, dict[str, Verdict]]]:
+    """Measure every selected variant on the bench's first station, judge its budgets, record all, report.
+
+    What `hil measure` does; `pytest -m hil` runs the same steps as tests.
+    """
+    campaign = Campaign(options, progress=progress)
+    selected, _ = campaign.plan()
+    verdicts: dict[str, dict[str, Verdict]] = {}
+    status = "passed"
+    try:
+        for variant in selected:
+            try:
+                figures = campaign.measure(variant)
+            except Skipped as exc:
+                verdicts[variant] = {m: Verdict("skipped", str(exc)) for m in campaign.plan()[1].for_variant(variant)}
+            except USER_ERRORS as exc:
+                verdicts[variant] = {m: Verdict("failed", str(exc)) for m in campaign.plan()[1].for_variant(variant)}
+            else:
+                verdicts[variant] = campaign.verdicts(variant, figures)
+            for metric, verdict in verdicts[variant].items():
+                campaign.recorder.record_outcome(variant, metric, verdict, test="hil measure")
+            if any(v.failed for v in verdicts[variant].values()):
+                status = "failed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        campaign.close()
+        finish = campaign.finish(status)
+    return finish, verdicts

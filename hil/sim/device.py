@@ -1,0 +1,399 @@
+"""The virtual board's firmware: a device core that answers one command line with its output lines.
+
+`DeviceCore.handle(line) -> lines` mirrors `firmware/main/core/device.cpp`: model boot, command dispatch,
+the `input`/`data` upload state machine, `infer`/`run`/`profile` and the error codes. It has no pty,
+socket or thread, so it runs in-process (tests run the protocol vectors on it directly); the line server
+that puts it on a serial port is `hil.sim.board.VirtualBoard`.
+
+The model runs in the TFLite Micro runtime (real kernels, real arena use); latency and supply current come
+from the calibrated cost model, and the core really waits for each inference (times `speed`), publishing
+its activity to an `ActivityTimeline`, so timeouts and scope captures behave as on a bench.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hil import wire
+from hil.errors import HilError
+from hil.sim.costmodel import Calibration, CostModel, layers_from_model, load_calibration
+from hil.sim.timeline import ActivityTimeline
+
+FIRMWARE_VERSION = "0.1.0-sim"
+DEFAULT_ARENA_BYTES = 256 * 1024
+BOOT_BANNER = (
+    "ets Jun  8 2016 00:22:57",
+    "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    "I (29) boot: ESP-IDF virtual-esp32 2nd stage bootloader",
+    "I (312) cpu_start: Pro cpu start user code",
+)
+INFER_USAGE = "usage: infer N [W [GAP_MS]] with 1 <= N <= 1000, 0 <= W <= 100, 0 <= GAP_MS <= 1000"
+
+
+class CommandError(Exception):
+    """A command failed with a protocol error code; becomes the command's error reply."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class LoadedModel:
+    """The flashed model as the firmware sees it after boot; `error` says why it cannot run."""
+
+    data: bytes | None
+    error: str | None = None
+    info: Any = None  # models.tflite_file.TfliteModel
+    runtime: Any = None  # models.tflm.TflmModel
+    arena_used: int | None = None
+    cost: CostModel | None = None
+
+    def tensor(self, which: str) -> wire.TensorSpec:
+        """The model's single `input` or `output` tensor as `hello` reports it."""
+        t = (self.info.inputs if which == "input" else self.info.outputs)[0]
+        return wire.TensorSpec.of(t.shape, t.dtype, t.scale, t.zero_point, t.bytes)
+
+
+def load_model(data: bytes | None, arena_bytes: int, cal: Calibration, cpu_mhz: int) -> LoadedModel:
+    """Parse and allocate the model as the firmware does at boot; failures become `error`, never raise."""
+    from models.errors import ModelError
+    from models.tflite_file import read_model
+    from models.tflm import TflmError, TflmModel, min_arena_bytes, tflm_error
+
+    m = LoadedModel(data)
+    if not data:
+        m.error = "no model image flashed; start the board with a .tflite model"
+        return m
+    try:
+        m.info = read_model(data, source="model image")
+    except ModelError as exc:
+        m.error = f"model image corrupt: {exc}"
+        return m
+    if len(m.info.inputs) != 1 or len(m.info.outputs) != 1:
+        m.error = (
+            f"firmware supports one input and one output tensor, model has {len(m.info.inputs)} and "
+            f"{len(m.info.outputs)}"
+        )
+        return m
+    m.cost = CostModel.build(layers_from_model(m.info), cal, cpu_mhz)
+    try:
+        m.runtime = TflmModel(data, arena_bytes=arena_bytes)
+        m.arena_used = m.runtime.arena_used_bytes
+    except TflmError:
+        reason = tflm_error(data)
+        m.error = (
+            reason
+            if reason is not None
+            else (f"arena too small: needs {min_arena_bytes(data)} bytes, has {arena_bytes}")
+        )
+    return m
+
+
+def _nargs(args: list[str], lo: int, hi: int, usage: str) -> None:
+    if not lo <= len(args) <= hi:
+        raise CommandError(wire.E_ARGS, f"{usage} (got {len(args)} arguments)")
+
+
+def _uint(arg: str, name: str, lo: int, hi: int) -> int:
+    """A decimal integer argument in lo..hi (digits only, at most 10 of them, as the firmware parses it)."""
+    if not (arg.isascii() and arg.isdigit()) or len(arg) > 10 or not lo <= int(arg) <= hi:
+        raise CommandError(wire.E_ARGS, f"{name} must be a decimal integer in {lo}..{hi}, got {arg[:20]!r}")
+    return int(arg)
+
+
+def _sleep_until(deadline: float) -> None:
+    while (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(remaining)
+
+
+class DeviceCore:
+    """The HIL firmware of a virtual ESP32, without a transport: `handle(line)` returns the lines it prints.
+
+    After a `reset` reply `restart_pending` is set: the caller restarts the core with `boot()` (which
+    returns the boot log, `hil-ready` last), as the chip would restart after writing the reply.
+    """
+
+    def __init__(
+        self,
+        image: bytes | None,
+        *,
+        board: str = "virtual-esp32",
+        board_id: str = "24:0a:c4:00:00:01",
+        cpu_mhz: int = 240,
+        arena_bytes: int = DEFAULT_ARENA_BYTES,
+        marker_gpio: int = 4,
+        speed: float = 1.0,
+        seed: int = 0,
+        timeline: ActivityTimeline | None = None,
+        calibration: Calibration | None = None,
+    ):
+        if speed <= 0:
+            raise HilError(f"virtual board speed factor must be > 0, got {speed}")
+        self.board = board
+        self.board_id = board_id
+        self.cpu_mhz = cpu_mhz
+        self.arena_bytes = arena_bytes
+        self.marker_gpio = marker_gpio
+        self.speed = speed
+        self.calibration = calibration or load_calibration()
+        self.timeline = timeline or ActivityTimeline(idle_current_a=self.calibration.idle_current_a)
+        self.restart_pending = False
+        self.image = image
+        self.model = load_model(image, arena_bytes, self.calibration, cpu_mhz)
+        self._rng = np.random.default_rng(seed)
+        self._boot_count = 0
+        self._input: bytes | None = None  # the input of `run`: set by a complete upload
+        self._upload: dict[str, Any] | None = None  # the pending upload: bytes, crc32, buf
+        self.boot()
+
+    # -- boot -------------------------------------------------------------------------------------------
+    def boot(self) -> list[str]:
+        """(Re)start: load the flashed image if it changed, forget inputs; return the boot log lines."""
+        if self.image is not self.model.data:
+            self.model = load_model(self.image, self.arena_bytes, self.calibration, self.cpu_mhz)
+        self._input = None
+        self._upload = None
+        self.restart_pending = False
+        self._boot_count += 1
+        return [*BOOT_BANNER, f"I ({330 + self._boot_count}) hil: {wire.ready_banner()}"]
+
+    # -- commands ---------------------------------------------------------------------------------------
+    def handle(self, line: str | None, interrupt: Callable[[], None] | None = None) -> list[str]:
+        """The lines the device prints for one command line (log lines, then exactly one reply line).
+
+        `line` is the command without its terminator; None stands for a line the transport discarded as
+        too long. A blank line is no command: no output. `interrupt` is called after each timed inference
+        of `infer`; it may raise to abort the command there (an injected reset).
+        """
+        if line is None or len(line.rstrip("\r")) > wire.MAX_LINE_BYTES:
+            message = f"command line longer than {wire.MAX_LINE_BYTES} bytes discarded"
+            return [wire.format_reply(wire.error_reply("?", wire.E_LINE_TOO_LONG, message))]
+        tokens = wire.split_command(line)
+        if not tokens:
+            return []
+        cmd, args = tokens[0], tokens[1:]
+        log: list[str] = []
+        try:
+            reply = self._dispatch(cmd, args, log, interrupt)
+        except CommandError as exc:
+            reply = wire.error_reply(cmd, exc.code, str(exc))
+        return [*log, wire.format_reply(reply)]
+
+    def _dispatch(
+        self, cmd: str, args: list[str], log: list[str], interrupt: Callable[[], None] | None
+    ) -> dict[str, Any]:
+        if cmd in ("version", "hello", "reset", "run", "profile"):
+            _nargs(args, 0, 0, f"{cmd} takes no arguments")
+        if cmd == "version":
+            return self._ok(cmd, protocol=wire.PROTOCOL_VERSION, firmware=FIRMWARE_VERSION, board=self.board)
+        if cmd == "hello":
+            return self._hello()
+        if cmd == "reset":
+            self.restart_pending = True
+            return self._ok(cmd)
+        if cmd == "input":
+            return self._cmd_input(args)
+        if cmd == "data":
+            return self._cmd_data(args)
+        if cmd == "infer":
+            reply = self._cmd_infer(args, interrupt)
+            log.append(  # the firmware logs each benchmark, as ESP-IDF apps do
+                f"I ({int(time.monotonic() * 1000) % 10_000_000}) hil: infer n={reply['n']} "
+                f"warmup={reply['warmup']} mean_us={reply['mean_us']}"
+            )
+            return reply
+        if cmd == "run":
+            return self._cmd_run()
+        if cmd == "profile":
+            return self._cmd_profile()
+        shown = cmd if len(cmd) <= 40 else cmd[:40] + "..."
+        raise CommandError(wire.E_UNKNOWN_CMD, f"unknown command {shown!r} (commands: {' '.join(wire.COMMANDS)})")
+
+    @staticmethod
+    def _ok(cmd: str, **fields: Any) -> dict[str, Any]:
+        return {"ok": True, "cmd": cmd, **fields}
+
+    def _require_model(self) -> LoadedModel:
+        if self.model.error is not None or self.model.runtime is None:
+            raise CommandError(wire.E_MODEL, self.model.error or "no model")
+        return self.model
+
+    def _hello(self) -> dict[str, Any]:
+        m = self.model
+        reply: dict[str, Any] = {"ok": m.error is None, "cmd": "hello"}
+        if m.error is not None:
+            reply.update(code=wire.E_MODEL, error=m.error)
+        reply.update(
+            protocol=wire.PROTOCOL_VERSION,
+            firmware=FIRMWARE_VERSION,
+            board=self.board,
+            board_id=self.board_id,
+            simulated=True,
+            cpu_mhz=self.cpu_mhz,
+            marker_gpio=self.marker_gpio,
+        )
+        if m.data:
+            model = wire.ModelId(wire.crc32_hex(m.data), hashlib.sha256(m.data).hexdigest(), len(m.data))
+            reply["model"] = model.to_json()
+        reply["arena"] = {"configured": self.arena_bytes, "used": m.arena_used}
+        if m.info is not None and m.info.inputs and m.info.outputs:
+            reply["input"] = m.tensor("input").to_json()
+            reply["output"] = m.tensor("output").to_json()
+            reply["ops"] = m.info.ops
+        return reply
+
+    def _cmd_input(self, args: list[str]) -> dict[str, Any]:
+        usage = "usage: input LEN CRC32 (LEN decimal bytes, CRC32 8 hex digits)"
+        _nargs(args, 2, 2, usage)
+        length = _uint(args[0], "LEN", 0, 0xFFFFFFFF)
+        crc = wire.normalize_crc32(args[1])
+        if crc is None:
+            raise CommandError(wire.E_ARGS, f"CRC32 must be 8 hex digits, got {args[1][:20]!r}")
+        self._upload = None  # a new `input` discards any pending upload
+        need = self._require_model().tensor("input").bytes
+        if length != need:
+            raise CommandError(wire.E_LENGTH, f"input tensor is {need} bytes, not {length}")
+        self._upload = {"bytes": length, "crc32": crc, "buf": bytearray()}
+        return self._ok("input", bytes=length, chunk_max=wire.CHUNK_MAX_BYTES)
+
+    def _cmd_data(self, args: list[str]) -> dict[str, Any]:
+        up = self._upload
+        if up is None:
+            raise CommandError(wire.E_STATE, "data without a pending input; send 'input LEN CRC32' first")
+        _nargs(args, 1, 1, "usage: data B64 (one base64 chunk)")
+        try:
+            chunk = base64.b64decode(args[0].encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            self._upload = None
+            raise CommandError(wire.E_BASE64, "data chunk is not valid base64; upload discarded") from None
+        if len(chunk) > wire.CHUNK_MAX_BYTES or len(up["buf"]) + len(chunk) > up["bytes"]:
+            self._upload = None
+            raise CommandError(
+                wire.E_LENGTH,
+                f"chunks exceed the announced {up['bytes']} bytes (or {wire.CHUNK_MAX_BYTES} "
+                "per chunk); upload discarded",
+            )
+        up["buf"].extend(chunk)
+        reply = self._ok("data", received=len(up["buf"]), bytes=up["bytes"])
+        if len(up["buf"]) == up["bytes"]:
+            got = wire.crc32_hex(bytes(up["buf"]))
+            self._upload = None
+            if got != up["crc32"]:
+                raise CommandError(wire.E_CRC, f"upload CRC32 is {got}, announced {up['crc32']}; upload discarded")
+            self._input = bytes(up["buf"])
+            reply.update(complete=True, crc32=got)
+        return reply
+
+    # -- inference --------------------------------------------------------------------------------------
+    def _invoke(self, m: LoadedModel) -> np.ndarray:
+        """The real TFLM kernels on the current input (zeros until an upload completed)."""
+        from models.tflm import TflmError
+
+        t = m.info.inputs[0]
+        dtype = np.dtype(t.dtype)
+        x = np.zeros(t.shape, dtype) if self._input is None else np.frombuffer(self._input, dtype).reshape(t.shape)
+        try:
+            return m.runtime.invoke(x)
+        except TflmError as exc:
+            raise CommandError(wire.E_INVOKE, str(exc)) from None
+
+    def _durations(self, m: LoadedModel) -> np.ndarray:
+        """Per-op modelled durations (s) of one inference, with jitter; index 0 is the invoke overhead."""
+        assert m.cost is not None
+        base = np.array((m.cost.invoke_overhead_s, *m.cost.op_seconds))
+        jitter = 1.0 + self._rng.normal(0.0, m.cost.jitter_rel_std, size=base.size)
+        return base * np.clip(jitter, 0.9, 1.1)
+
+    def _cycles_us(self, seconds: float) -> int:
+        """Microseconds as the cycle counter converts them (whole cycles, truncated)."""
+        cycles = int(round(seconds * self.cpu_mhz * 1e6))
+        return cycles // self.cpu_mhz
+
+    def _active(self, m: LoadedModel, start: float, seconds: float, *, marker: bool) -> float:
+        """Publish `seconds` of modelled activity from `start` (wall clock); return the wall end."""
+        assert m.cost is not None
+        start = max(start, time.monotonic())
+        end = start + seconds * self.speed
+        self.timeline.active(start, end, m.cost.active_current_a, marker=marker)
+        return end
+
+    def _one_inference(
+        self, m: LoadedModel, start: float, *, marker: bool, work: Callable[[], Any] | None = None
+    ) -> tuple[float, float]:
+        """Run one modelled Invoke() from `start` (wall clock); return (modelled seconds, wall end).
+
+        `work` (the real TFLM invoke) runs inside the modelled window, so it does not add to its duration.
+        """
+        seconds = float(self._durations(m).sum())
+        if seconds > wire.MAX_INFERENCE_S:
+            raise CommandError(
+                wire.E_INVOKE, f"inference took {seconds:.1f} s, over the {wire.MAX_INFERENCE_S:.0f} s limit"
+            )
+        end = self._active(m, start, seconds, marker=marker)
+        if work is not None:
+            try:
+                work()
+            except CommandError:
+                self.timeline.cut(time.monotonic())
+                raise
+        _sleep_until(end)
+        return seconds, end
+
+    def _cmd_infer(self, args: list[str], interrupt: Callable[[], None] | None) -> dict[str, Any]:
+        _nargs(args, 1, 3, INFER_USAGE)
+        n = _uint(args[0], "N", 1, 1000)
+        w = _uint(args[1], "W", 0, 100) if len(args) > 1 else 0
+        gap = _uint(args[2], "GAP_MS", 0, 1000) if len(args) > 2 else 0
+        m = self._require_model()
+        self._invoke(m)  # the real kernels once: an invalid model or input fails here
+        t = time.monotonic()
+        for _ in range(w):
+            _, t = self._one_inference(m, t, marker=False)
+        lat: list[int] = []
+        for _ in range(n):
+            seconds, t = self._one_inference(m, t, marker=True)
+            lat.append(self._cycles_us(seconds))
+            if interrupt is not None:
+                interrupt()
+            if gap:
+                t += gap / 1000.0 * self.speed
+                _sleep_until(t)
+        return self._ok(
+            "infer", n=n, warmup=w, gap_ms=gap, latency_us=lat, **wire.latency_stats(lat), cpu_mhz=self.cpu_mhz
+        )
+
+    def _cmd_run(self) -> dict[str, Any]:
+        m = self._require_model()
+        if self._input is None:
+            raise CommandError(wire.E_STATE, "run without a loaded input; upload one with 'input' and 'data'")
+        result: list[np.ndarray] = []
+        seconds, _ = self._one_inference(m, time.monotonic(), marker=True, work=lambda: result.append(self._invoke(m)))
+        raw = np.ascontiguousarray(result[0]).tobytes()
+        return self._ok(
+            "run",
+            latency_us=self._cycles_us(seconds),
+            output=base64.b64encode(raw).decode("ascii"),
+            output_crc32=wire.crc32_hex(raw),
+            dtype=m.tensor("output").dtype,
+        )
+
+    def _cmd_profile(self) -> dict[str, Any]:
+        m = self._require_model()
+        assert m.cost is not None
+        self._invoke(m)
+        durations = self._durations(m)
+        _sleep_until(self._active(m, time.monotonic(), float(durations.sum()), marker=True))
+        ops = [
+            {"index": i, "op": layer.op, "us": self._cycles_us(float(d))}
+            for i, (layer, d) in enumerate(zip(m.cost.layers, durations[1:], strict=True))
+        ]
+        return self._ok("profile", ops=ops, total_us=self._cycles_us(float(durations.sum())))

@@ -1,0 +1,286 @@
+"""The HIL device protocol on the wire (docs/protocol.md, version 1): constants, types, CRC, line formats.
+
+One definition shared by both ends: the host client (`hil.protocol.DutClient`), the virtual board's device
+core (`hil.sim.device`) and `hil firmware`'s flash check. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1024  # a command line's limit before its terminator
+CHUNK_MAX_BYTES = 750  # the most tensor bytes one `data` line carries
+REPLY_PREFIX = "@hil "
+READY_MARK = "hil-ready"
+MAX_INFERENCE_S = 10.0  # the longest inference the firmware accepts (spec, "Timeouts")
+DEVICE_DEADLINE_S = 1.0  # reply deadline of the quick commands
+COMMANDS = ("version", "hello", "infer", "input", "data", "run", "profile", "reset")
+
+E_UNKNOWN_CMD = "E_UNKNOWN_CMD"
+E_LINE_TOO_LONG = "E_LINE_TOO_LONG"
+E_ARGS = "E_ARGS"
+E_STATE = "E_STATE"
+E_BASE64 = "E_BASE64"
+E_LENGTH = "E_LENGTH"
+E_CRC = "E_CRC"
+E_MODEL = "E_MODEL"
+E_INVOKE = "E_INVOKE"
+ERROR_CODES = (E_UNKNOWN_CMD, E_LINE_TOO_LONG, E_ARGS, E_STATE, E_BASE64, E_LENGTH, E_CRC, E_MODEL, E_INVOKE)
+UPLOAD_ERRORS = (E_BASE64, E_CRC, E_STATE, E_LENGTH)  # a failed upload the host restarts from `input`
+
+
+# -- lines ------------------------------------------------------------------------------------------------
+def ready_banner() -> str:
+    """The log line a device prints when it (re)boots: `hil-ready protocol=1`."""
+    return f"{READY_MARK} protocol={PROTOCOL_VERSION}"
+
+
+def split_command(line: str) -> list[str]:
+    """The tokens of a command line (runs of spaces separate them); [] for a blank line, which is no command."""
+    return [t for t in line.rstrip("\r").split(" ") if t]
+
+
+def format_reply(obj: dict[str, Any]) -> str:
+    """A reply line without its terminator: `@hil ` and one compact JSON object."""
+    return REPLY_PREFIX + json.dumps(obj, separators=(",", ":"))
+
+
+def error_reply(cmd: str, code: str, message: str) -> dict[str, Any]:
+    """The reply object of a failed command."""
+    return {"ok": False, "cmd": cmd, "code": code, "error": message}
+
+
+def parse_reply(line: str) -> dict[str, Any] | None:
+    """The JSON object of a reply line, or None when the line is not a well-formed reply."""
+    at = line.find(REPLY_PREFIX + "{")
+    if at < 0:
+        return None
+    try:
+        obj = json.loads(line[at + len(REPLY_PREFIX) :])
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool) or not isinstance(obj.get("cmd"), str):
+        return None
+    return obj
+
+
+def looks_like_reply(line: str) -> bool:
+    """A line that is not a well-formed reply but was probably meant as one (garbage, not log output)."""
+    return "@hil" in line or '"ok":' in line or '"cmd":' in line
+
+
+# -- CRC32 ------------------------------------------------------------------------------------------------
+def crc32_hex(data: bytes) -> str:
+    """IEEE CRC32 as 8 lowercase hex digits, the protocol's wire format."""
+    return f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+
+
+def normalize_crc32(text: str) -> str | None:
+    """A CRC32 argument (exactly 8 hex digits, either case) in the wire format, or None when malformed."""
+    if len(text) != 8 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        return None
+    return text.lower()
+
+
+# -- timing -----------------------------------------------------------------------------------------------
+def reply_deadline_s(command: str, last_latency_s: float | None = None) -> float:
+    """The device's reply deadline for a command line, per the spec's timeout table."""
+    tokens = split_command(command)
+    name = tokens[0] if tokens else ""
+    if name in ("run", "profile"):
+        return DEVICE_DEADLINE_S + MAX_INFERENCE_S
+    if name == "infer":
+        try:
+            n = int(tokens[1])
+            w = int(tokens[2]) if len(tokens) > 2 else 0
+            gap_s = (int(tokens[3]) if len(tokens) > 3 else 0) / 1000.0
+        except (IndexError, ValueError):
+            return DEVICE_DEADLINE_S
+        per = 2.0 * last_latency_s if last_latency_s else MAX_INFERENCE_S
+        return DEVICE_DEADLINE_S + (n + w) * per + n * gap_s
+    return DEVICE_DEADLINE_S
+
+
+def latency_stats(latency_us: list[int] | tuple[int, ...]) -> dict[str, float]:
+    """mean/min/max/population std of latencies, as the device reports them."""
+    return {
+        "mean_us": round(statistics.fmean(latency_us), 1),
+        "min_us": int(min(latency_us)),
+        "max_us": int(max(latency_us)),
+        "std_us": round(statistics.pstdev(latency_us), 1) if len(latency_us) > 1 else 0.0,
+    }
+
+
+# -- reply types ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape, dtype and quantization of the model's input or output tensor (`hello`'s `input`/`output`)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+    bytes: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TensorSpec:
+        """Build from the `input`/`output` object of a `hello` reply."""
+        return cls(
+            tuple(int(x) for x in d["shape"]),
+            str(d["dtype"]),
+            float(d.get("scale", 0.0)),
+            int(d.get("zero_point", 0)),
+            int(d["bytes"]),
+        )
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], dtype: str, scale: float, zero_point: int, nbytes: int) -> TensorSpec:
+        """A tensor as the device reports it: scale and zero point are 0 for float tensors."""
+        floating = dtype.startswith("float")
+        return cls(
+            tuple(int(x) for x in shape),
+            dtype,
+            0.0 if floating else float(scale),
+            0 if floating else int(zero_point),
+            int(nbytes),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The `input`/`output` object of a `hello` reply."""
+        return {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """Identity of the flatbuffer the device runs."""
+
+    crc32: str
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The `model` object of a `hello` reply."""
+        return {"crc32": self.crc32, "sha256": self.sha256, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The `hello` reply: device, firmware, model, arena; `model_error` is set when the model is unusable."""
+
+    protocol: int
+    firmware: str
+    board: str
+    board_id: str
+    simulated: bool
+    cpu_mhz: int
+    marker_gpio: int
+    model: ModelId | None
+    arena_configured: int | None
+    arena_used: int | None
+    input: TensorSpec | None
+    output: TensorSpec | None
+    ops: tuple[str, ...]
+    model_error: str | None = None
+    model_error_code: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Hello:
+        """Build from a `hello` reply (ok or E_MODEL)."""
+        model = d.get("model") or None
+        arena = d.get("arena") or {}
+        return cls(
+            protocol=int(d["protocol"]),
+            firmware=str(d.get("firmware", "")),
+            board=str(d.get("board", "")),
+            board_id=str(d.get("board_id", "")),
+            simulated=bool(d.get("simulated", False)),
+            cpu_mhz=int(d.get("cpu_mhz", 0)),
+            marker_gpio=int(d.get("marker_gpio", -1)),
+            model=ModelId(str(model["crc32"]), str(model["sha256"]), int(model["bytes"])) if model else None,
+            arena_configured=arena.get("configured"),
+            arena_used=arena.get("used"),
+            input=TensorSpec.from_json(d["input"]) if d.get("input") else None,
+            output=TensorSpec.from_json(d["output"]) if d.get("output") else None,
+            ops=tuple(d.get("ops") or ()),
+            model_error=None if d.get("ok") else str(d.get("error", "unknown model error")),
+            model_error_code=None if d.get("ok") else str(d.get("code", E_MODEL)),
+        )
+
+    @property
+    def model_ok(self) -> bool:
+        """True when the device has a usable model."""
+        return self.model_error is None
+
+
+@dataclass(frozen=True)
+class Version:
+    """The `version` reply."""
+
+    protocol: int
+    firmware: str
+    board: str
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """Per-inference latencies of `infer N W GAP_MS` (cycle counter, microseconds) and their statistics."""
+
+    n: int
+    warmup: int
+    gap_ms: int
+    latency_us: tuple[int, ...]
+    mean_us: float
+    min_us: int
+    max_us: int
+    std_us: float
+    cpu_mhz: int
+
+    @property
+    def latency_ms(self) -> np.ndarray:
+        """Latencies in milliseconds."""
+        return np.asarray(self.latency_us, dtype=float) / 1000.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Output tensor (raw bytes, CRC-checked) and latency of one `run`."""
+
+    latency_us: int
+    output: bytes
+    output_crc32: str
+    dtype: str
+
+    def array(self, spec: TensorSpec | None = None) -> np.ndarray:
+        """The output as a numpy array in its dtype (shaped when `spec` is given)."""
+        arr = np.frombuffer(self.output, dtype=np.dtype(self.dtype))
+        return arr.reshape(spec.shape) if spec is not None else arr
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """Time of one operator in a `profile` reply."""
+
+    index: int
+    op: str
+    us: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-operator time of one inference."""
+
+    ops: tuple[OpTime, ...]
+    total_us: int

@@ -1,0 +1,164 @@
+"""The campaign without pytest: `hil measure` measures, judges and records variants on the virtual bench.
+
+Also: per-board settings resolved once (`StationSpec`) reach the virtual bench and the measurement, and bad
+options are refused before anything is measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hil.bench import load_bench, parse_bench
+from hil.campaign import Campaign, CampaignOptions
+from hil.cli import main
+from hil.errors import HilError
+from hil.results import ResultsStore
+from models.artifacts import load_artifacts
+from tests.conftest import TINY_CONFIG
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGETS = {
+    "version": 1,
+    "defaults": {"latency_ms": {"max": 50}, "energy_mj": {"max": 100}, "accuracy": {"min": 30},
+                 "flash_kb": {"max": 100}, "arena_kb": {"max": 100}},
+    "variants": {"baseline-no_opt": {"flash_kb": {"max": 1}}},  # the float model is larger: fails this one
+}
+
+
+@pytest.fixture
+def workspace(baseline_build: Path, tmp_path: Path) -> Path:
+    """A copy of the built baseline variants, their cache and matrix (a campaign rewrites the folder), budgets
+    and a bench of one virtual board."""
+    shutil.copytree(baseline_build, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "budgets.yaml").write_text(yaml.safe_dump(BUDGETS))
+    bench = yaml.safe_load((ROOT / "bench.yaml").read_text())
+    bench["boards"] = bench["boards"][:1]
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
+    return tmp_path
+
+
+def measure_args(ws: Path, *extra: str, bench: str = "bench.yaml") -> list[str]:
+    return ["measure", f"--bench={ws / bench}", f"--budgets={ws / 'budgets.yaml'}",
+            f"--models-config={ws / 'variants.yaml'}", f"--models-dir={ws / 'models'}",
+            f"--results-db={ws / 'results.sqlite'}", f"--report-dir={ws / 'report'}",
+            "--trials=2", "--window=0.2", "--warmup=1", "--accuracy-samples=40", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_hil_measure_records_judges_and_reports_without_pytest(workspace: Path, capsys) -> None:
+    rc = main(measure_args(workspace, "--variants=baseline-int8,baseline-no_opt,baseline-dynamic"))
+    out = capsys.readouterr().out
+    assert rc == 1, out  # baseline-no_opt breaks its 1 KB flash budget
+    assert "baseline-int8: passed" in out
+    assert "baseline-no_opt: FAILED 1/" in out and "flash_kb = " in out and "exceeds budget max 1.000 KB" in out
+    assert "baseline-dynamic: skipped: baseline-dynamic is not deployable on TFLite Micro" in out
+    with ResultsStore(workspace / "results.sqlite") as store:
+        (run,) = store.runs()
+        assert run.status == "failed" and run.simulated
+        figures = {m.metric: m for m in store.measurements(run.id) if m.variant == "baseline-int8"}
+        assert {"latency_ms", "energy_mj", "power_mw", "accuracy", "flash_kb", "arena_kb"} <= set(figures)
+        assert all(figures[m].valid for m in ("latency_ms", "energy_mj", "accuracy"))
+        assert 0 < figures["latency_ms"].value < 50 and figures["energy_mj"].value > 0
+        outcomes = {(o.variant, o.metric): o for o in store.outcomes(run.id)}
+        assert outcomes[("baseline-int8", "energy_mj")].outcome == "passed"
+        assert outcomes[("baseline-int8", "pulse_vs_latency_pct")].outcome == "passed"
+        assert outcomes[("baseline-no_opt", "flash_kb")].outcome == "failed"
+        assert outcomes[("baseline-dynamic", "latency_ms")].outcome == "skipped"
+        assert {o.test for o in outcomes.values()} == {"hil measure"}
+        recorded = {r.variant: r for r in store.variants(run.id)}
+        blob = load_artifacts(workspace / "models")["baseline-int8"].model_bytes()
+        assert recorded["baseline-int8"].sha256 == hashlib.sha256(blob).hexdigest()
+        assert recorded["baseline-int8"].factory["size_bytes"] == len(blob)
+        assert recorded["baseline-dynamic"].factory["tflm_ok"] is False
+    md = (workspace / "report" / "report.md").read_text()
+    assert "FAIL 1/" in md and "skipped: baseline-dynamic is not deployable" in md
+
+
+@pytest.mark.slow
+def test_a_cached_model_changed_on_disk_is_refused_not_measured(workspace: Path) -> None:
+    """Bytes of a cached .tflite changed after the factory built it: the sha256 no longer matches, no figure."""
+    blob = load_artifacts(workspace / "models")["baseline-int8"].model_bytes()
+    (cached,) = [p for p in (workspace / "cache").rglob("model.tflite") if p.read_bytes() == blob]
+    cached.write_bytes(blob[:-1] + bytes([blob[-1] ^ 0xFF]))
+    campaign = Campaign(_options(workspace, variants=["baseline-int8"]))
+    try:
+        with pytest.raises(HilError, match="changed after the factory built it"):
+            campaign.measure("baseline-int8")
+    finally:
+        campaign.close()
+    with ResultsStore(workspace / "results.sqlite") as store:
+        rows = store.measurements(store.runs()[-1].id)
+    assert rows and all(not m.valid and "changed after the factory built it" in m.reason for m in rows)
+
+
+def _options(ws: Path, **kw) -> CampaignOptions:
+    defaults = dict(bench=ws / "bench.yaml", budgets=ws / "budgets.yaml", models_config=ws / "variants.yaml",
+                    models_dir=ws / "models", results_db=ws / "results.sqlite", report_dir=ws / "report",
+                    trials=2, window=0.2, warmup=1, accuracy_samples=20)
+    return CampaignOptions(**{**defaults, **kw})
+
+
+@pytest.mark.slow
+def test_a_boards_own_scope_channels_and_high_side_wiring_are_honoured(workspace: Path) -> None:
+    """A board with its own scope on CH3/CH4 and a high-side shunt: the virtual bench wires CH3/CH4 and the
+    capture is analysed as high-side; the bench's top-level scope (CH1/CH2) is not used."""
+    bench = yaml.safe_load((workspace / "bench.yaml").read_text())
+    board = bench["boards"][0]
+    board["baud"] = 921600
+    board["scope"] = {"resource": "virtual", "sim_dialect": "keysight", "shunt_channel": 3, "marker_channel": 4}
+    board["shunt"] = {"ohms": 0.1, "wiring": "high_side"}
+    (workspace / "own.yaml").write_text(yaml.safe_dump(bench))
+    spec = load_bench(workspace / "own.yaml").station()
+    assert (spec.scope.shunt_channel, spec.scope.marker_channel, spec.shunt.wiring, spec.baud) == (3, 4, "high_side",
+                                                                                                 921600)
+    campaign = Campaign(_options(workspace, variants=["baseline-int8"], bench=workspace / "own.yaml"))
+    try:
+        figures = campaign.measure("baseline-int8")
+    finally:
+        campaign.close()
+    assert figures["energy_mj"].valid and figures["pulse_vs_latency_pct"].value < 2.0
+    with ResultsStore(workspace / "results.sqlite") as store:
+        run = store.runs()[-1]
+        power = next(a.path for a in store.artifacts(run.id, "baseline-int8", "power"))
+    analysis = json.loads(power.read_text())
+    assert analysis["wiring"] == "high_side" and analysis["parameters"]["shunt_ohms"] == 0.1
+    assert analysis["provenance"]["shunt"]["channel"] == 3 and analysis["provenance"]["marker"]["channel"] == 4
+    assert "KEYSIGHT" in analysis["provenance"]["shunt"]["idn"].upper()
+
+
+def test_the_bench_resolves_each_boards_settings_once() -> None:
+    bench = parse_bench({"supply_volts": 5.0, "shunt": {"ohms": 0.05},
+                         "boards": [{"name": "a"}, {"name": "b", "supply_volts": 3.3, "shunt": {"ohms": 1.0},
+                                                    "scope": {"shunt_channel": 3, "marker_channel": 4}}]})
+    a, b = bench.stations()
+    assert (a.supply_volts, a.shunt.ohms, a.scope.shunt_channel) == (5.0, 0.05, 1)
+    assert (b.supply_volts, b.shunt.ohms, b.scope.shunt_channel, b.scope.marker_channel) == (3.3, 1.0, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trials": 0}, "--trials must be at least 1, got 0"),
+        ({"window": 0.0}, "--window must be a positive number of seconds, got 0.0"),
+        ({"inferences": -5}, "--inferences must be between 1 and 1000, got -5"),
+        ({"accuracy_samples": -1}, "--accuracy-samples must be zero or more, got -1"),
+        ({"warmup": -1}, "--warmup must be zero or more, got -1"),
+        ({"variants": []}, "--variants names no variant"),
+        ({"gate": ["energy_mj=5%"]}, "--gate needs --baseline"),
+        ({"gate": ["energy_mj=abc"], "baseline": "latest-main"}, "bad tolerance 'energy_mj=abc'"),
+        ({"gate": ["nosuch=5%"], "baseline": "latest-main"}, "unknown metric 'nosuch'"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_measured(change: dict, message: str, tmp_path: Path) -> None:
+    (tmp_path / "variants.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    campaign = Campaign(CampaignOptions(models_config=tmp_path / "variants.yaml", results_db=tmp_path / "r.sqlite",
+                                        budgets=ROOT / "budgets.yaml", **change))
+    with pytest.raises(HilError, match=message.replace("(", r"\(").replace("'", ".")):
+        campaign.plan()
+    assert not (tmp_path / "r.sqlite").exists()
