@@ -3,8 +3,10 @@
 //
 //   hil_core_host [--image FILE] [--partition-size N] [--arena-needs N] [--latency-us N] [--cpu-mhz N]
 //                 [--input-shape 1,32,32,1] [--input-dtype int8] [--output-shape 1,10] [--output-dtype int8]
-//                 [--ops CONV_2D,SOFTMAX]
+//                 [--ops CONV_2D,SOFTMAX] [--check-ops 1]
 //
+// --check-ops 1: the firmware's operator check (core/model_ops.hpp) against ops.txt, as on the board: the
+// image must then hold a real TFLite flatbuffer, and hello lists the operators read from it.
 // --image: a model partition dump (model image + padding) validated exactly as on the board;
 // without it a small built-in image is loaded.
 #include <unistd.h>
@@ -18,6 +20,7 @@
 
 #include "core/device.hpp"
 #include "core/model_image.hpp"
+#include "core/model_ops.hpp"
 #include "fakes.hpp"
 
 using namespace hil;
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
     std::string image_path;
     long partition_size = -1;
     uint32_t cpu_mhz = 240;
+    bool check_ops = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage(("missing value for " + a).c_str());
@@ -88,6 +92,7 @@ int main(int argc, char** argv) {
         else if (a == "--output-shape") spec.output.shape = parse_shape(v);
         else if (a == "--output-dtype") spec.output.dtype = v;
         else if (a == "--ops") spec.ops = parse_list(v);
+        else if (a == "--check-ops") check_ops = v == "1";
         else usage(("unknown option " + a).c_str());
     }
     for (TensorInfo* t : {&spec.input, &spec.output}) {
@@ -125,6 +130,7 @@ int main(int argc, char** argv) {
     Device device(board, clock, marker, runner, serial, system);
     system.on_restart = [&device] { device.announce_ready(); };
 
+    if (check_ops) device.set_operator_check(&firmware_operators(), firmware_has_tflm_compression());
     device.announce_ready();
     device.load_model_image(region.data(), region_size, 65536);
 

@@ -1,4 +1,8 @@
 // Unit tests of the portable core (firmware/main/core) on the host; run by tests/firmware/test_core_unit.py.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -8,6 +12,7 @@
 #include "core/device.hpp"
 #include "core/json_writer.hpp"
 #include "core/model_image.hpp"
+#include "core/model_ops.hpp"
 #include "core/sha256.hpp"
 #include "core/stats.hpp"
 #include "fakes.hpp"
@@ -377,3 +382,73 @@ TEST("unknown command and extra arguments") {
 }
 
 int main(int argc, char** argv) { return tinytest::run_all(argc, argv); }
+
+TEST("json numbers need no printf float support and match %.9g") {
+    // The values of the issue (newlib-nano printed "scale":.0), and the scales the protocol carries.
+    CHECK_EQ(format_json_number(0.0), std::string("0.0"));
+    CHECK_EQ(format_json_number(1e-9), std::string("1e-09"));
+    CHECK_EQ(format_json_number(3.25), std::string("3.25"));
+    CHECK_EQ(format_json_number(-0.5), std::string("-0.5"));
+    CHECK_EQ(format_json_number(62801.0), std::string("62801.0"));
+    CHECK_EQ(format_json_number(double(0.00392156886f)), std::string("0.00392156886"));
+    CHECK_EQ(format_json_number(double(0.00390625f)), std::string("0.00390625"));
+    CHECK_EQ(format_json_number(1e20), std::string("1e+20"));
+    CHECK_EQ(format_json_number(123456789.0), std::string("123456789.0"));
+    CHECK_EQ(format_json_number(1234567890.0), std::string("1.23456789e+09"));
+    CHECK_EQ(format_json_number(0.0001), std::string("0.0001"));
+    CHECK_EQ(format_json_number(0.00001), std::string("1e-05"));
+    CHECK_EQ(format_json_number(999999999.5), std::string("1e+09"));
+    CHECK_EQ(format_json_number(std::nan("")), std::string("null"));
+    CHECK_EQ(format_json_number(-HUGE_VAL), std::string("null"));
+    CHECK_EQ(format_json_number(62801.25, 1), std::string("62801.2"));  // ties to even, as printf
+    CHECK_EQ(format_json_number(62801.35, 1), std::string("62801.4"));
+    CHECK_EQ(format_json_number(-0.04, 1), std::string("0.0"));
+    CHECK_EQ(format_json_number(-2.5, 1), std::string("-2.5"));
+    CHECK_EQ(format_json_number(7.0, 0), std::string("7"));
+    // Against the host's printf over float32 values of every magnitude: the text parses back to the
+    // same float32, and is printf's own text (ties round to even as in printf; allow 1 in 10,000 to differ
+    // in the last digit, from a libm's rounding of the scaling).
+    uint32_t state = 12345u, differ = 0, total = 0;
+    for (int i = 0; i < 200000; ++i) {
+        state = state * 1664525u + 1013904223u;
+        const uint32_t bits = (state & 0x807FFFFFu) | (uint32_t(1 + (state >> 8) % 253) << 23);
+        float f;
+        std::memcpy(&f, &bits, 4);
+        const std::string ours = format_json_number(double(f));
+        char want[40];
+        std::snprintf(want, sizeof want, "%.9g", double(f));
+        ++total;
+        if (ours.compare(0, std::strlen(want), want) != 0) ++differ;
+        if (std::strtof(ours.c_str(), nullptr) != f) {
+            CHECK_EQ(ours, std::string(want));
+            break;
+        }
+    }
+    CHECK(differ * 10000 < total);
+}
+
+TEST("operator check: custom operators by custom code, TFLM_DECODE needs compression") {
+    const std::vector<std::string> supported{"CONV_2D", "FULLY_CONNECTED", "TFLM_DECODE"};
+    std::string error;
+    CHECK(check_operators({"TFLM_DECODE", "CONV_2D"}, supported, true, error));
+    CHECK(!check_operators({"CONV_2D", "CUSTOM"}, supported, true, error));
+    CHECK_EQ(error, std::string("unsupported operator CUSTOM (not in the firmware's ops.txt)"));
+    CHECK(!check_operators({"TFLM_DECODE"}, {"CONV_2D"}, false, error));
+    CHECK(has(error, "USE_TFLM_COMPRESSION"));
+    CHECK_EQ(std::string(builtin_operator_name(3)), std::string("CONV_2D"));
+    CHECK_EQ(std::string(builtin_operator_name(32)), std::string("CUSTOM"));
+    CHECK(builtin_operator_name(-1) == nullptr);
+    CHECK(builtin_operator_name(100000) == nullptr);
+    // The firmware's list comes from ops.txt, TFLM_DECODE included in this (fake-runtime) build.
+    const auto& fw = firmware_operators();
+    CHECK(firmware_has_tflm_compression());
+    CHECK(std::find(fw.begin(), fw.end(), "TFLM_DECODE") != fw.end());
+    CHECK(std::find(fw.begin(), fw.end(), "CONV_2D") != fw.end());
+    CHECK(std::find(fw.begin(), fw.end(), "CUSTOM") == fw.end());
+    // Malformed flatbuffers are refused, never read out of bounds (ASan watches).
+    std::vector<std::string> ops;
+    const uint8_t junk[16] = {0xff, 0xff, 0xff, 0x7f, 'T', 'F', 'L', '3'};
+    CHECK(!model_operator_names(junk, sizeof junk, ops, error));
+    CHECK(ops.empty());
+    CHECK(!model_operator_names(junk, 4, ops, error));
+}

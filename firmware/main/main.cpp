@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/device.hpp"
+#include "core/model_ops.hpp"
 #include "esp_log.h"
 #include "esp_partition.h"
 #include "esp_platform.hpp"
@@ -51,7 +52,7 @@ extern "C" void app_main(void) {
     static hil::esp::UartSerial serial(static_cast<uart_port_t>(CONFIG_ESP_CONSOLE_UART_NUM),
                                        CONFIG_HIL_UART_RX_BUFFER);
     static hil::esp::EspSystem system;
-    static hil::esp::TflmRunner runner;
+    static hil::TflmRunner runner(clock);
 
     hil::BoardInfo board;
     board.firmware = "0.1.0";
@@ -60,6 +61,8 @@ extern "C" void app_main(void) {
     board.simulated = false;
 
     static hil::Device device(board, clock, marker, runner, serial, system);
+    // The operators of the model against ops.txt (custom operators by their custom code: TFLM_DECODE).
+    device.set_operator_check(&hil::firmware_operators(), hil::firmware_has_tflm_compression());
     const uint8_t* region = nullptr;
     size_t region_size = 0;
     if (model_region(&region, &region_size)) {

@@ -4,32 +4,42 @@
 #include <cstdio>
 #include <new>
 
-#include "esp_cpu.h"
+#include "core/model_ops.hpp"
+#if defined(ESP_PLATFORM)
 #include "esp_heap_caps.h"
-#include "esp_private/esp_clk.h"
 #include "sdkconfig.h"
+#else
+#include <cstdlib>
+#endif
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 #include "tensorflow/lite/schema/schema_utils.h"
 
-namespace hil::esp {
+namespace hil {
 
 namespace {
 
-#define HIL_OP(method)  // first pass over the generated list: only HIL_OP_COUNT is wanted
+#define HIL_OP(name, method)  // first pass over the generated list: only HIL_OP_COUNT is wanted
+#define HIL_OP_COMPRESSION(name, method)
 #include "hil_ops.inc"
 #undef HIL_OP
+#undef HIL_OP_COMPRESSION
 
 using Resolver = tflite::MicroMutableOpResolver<HIL_OP_COUNT>;
 
 bool register_ops(Resolver& r) {
-#undef HIL_OP
-#define HIL_OP(method) \
+#define HIL_OP(name, method) \
     if (r.method() != kTfLiteOk) return false;
+#if HIL_TFLM_COMPRESSION  // AddDecode() (custom operator "TFLM_DECODE") needs TFLM's USE_TFLM_COMPRESSION
+#define HIL_OP_COMPRESSION(name, method) HIL_OP(name, method)
+#else  // left out: the core's operator check refuses TFLM_DECODE with the reason
+#define HIL_OP_COMPRESSION(name, method)
+#endif
 #include "hil_ops.inc"
 #undef HIL_OP
+#undef HIL_OP_COMPRESSION
     return true;
 }
 
@@ -38,20 +48,22 @@ bool register_ops(Resolver& r) {
 class CycleProfiler : public tflite::MicroProfilerInterface {
 public:
     static constexpr int kMaxEvents = 512;
+    explicit CycleProfiler(Clock& clock) : clock_(clock) {}
     uint32_t BeginEvent(const char* tag) override {
         if (n_ >= kMaxEvents) return kMaxEvents - 1;
         tags_[n_] = tag;
-        start_[n_] = esp_cpu_get_cycle_count();
+        start_[n_] = clock_.cycles();
         end_[n_] = start_[n_];
         return uint32_t(n_++);
     }
-    void EndEvent(uint32_t handle) override { end_[handle] = esp_cpu_get_cycle_count(); }
+    void EndEvent(uint32_t handle) override { end_[handle] = clock_.cycles(); }
     void clear() { n_ = 0; }
     int size() const { return n_; }
     const char* tag(int i) const { return tags_[i]; }
     uint32_t cycles(int i) const { return end_[i] - start_[i]; }
 
 private:
+    Clock& clock_;
     const char* tags_[kMaxEvents] = {};
     uint32_t start_[kMaxEvents] = {}, end_[kMaxEvents] = {};
     int n_ = 0;
@@ -82,9 +94,43 @@ TensorInfo describe(const TfLiteTensor* t) {
     return info;
 }
 
+void* arena_alloc(uint32_t bytes) {
+#if defined(ESP_PLATFORM)
+#if CONFIG_HIL_ARENA_PSRAM
+    return heap_caps_aligned_alloc(16, bytes, MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT);
+#else
+    return heap_caps_aligned_alloc(16, bytes, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT);
+#endif
+#else
+    return std::aligned_alloc(16, (size_t(bytes) + 15u) & ~size_t(15));
+#endif
+}
+
+void arena_free(void* p) {
+#if defined(ESP_PLATFORM)
+    heap_caps_free(p);
+#else
+    std::free(p);
+#endif
+}
+
+std::string arena_failure(uint32_t bytes) {
+    std::string msg = "arena of " + std::to_string(bytes) + " bytes does not fit the heap";
+#if defined(ESP_PLATFORM)
+#if CONFIG_HIL_ARENA_PSRAM
+    const uint32_t caps = MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT;
+#else
+    const uint32_t caps = MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT;
+#endif
+    msg += " (largest free block " + std::to_string(heap_caps_get_largest_free_block(caps)) + " bytes)";
+#endif
+    return msg;
+}
+
 }  // namespace
 
 struct TflmRunner::Impl {
+    explicit Impl(Clock& clock) : profiler(clock) {}
     Resolver resolver;
     CycleProfiler profiler;
     uint8_t* arena = nullptr;
@@ -95,12 +141,14 @@ struct TflmRunner::Impl {
     void release() {
         if (interpreter) interpreter->~MicroInterpreter();
         interpreter = nullptr;
-        if (arena) heap_caps_free(arena);
+        if (arena) arena_free(arena);
         arena = nullptr;
     }
 };
 
-TflmRunner::TflmRunner() : impl_(new Impl) { impl_->resolver_ok = register_ops(impl_->resolver); }
+TflmRunner::TflmRunner(Clock& clock) : clock_(clock), impl_(new Impl(clock)) {
+    impl_->resolver_ok = register_ops(impl_->resolver);
+}
 
 TflmRunner::~TflmRunner() { impl_->release(); }
 
@@ -123,30 +171,36 @@ bool TflmRunner::load(const uint8_t* flatbuffer, size_t length, uint32_t arena_b
         error = "model schema version " + std::to_string(model->version()) + " not supported";
         return false;
     }
-    // Operator names in execution order, and the first one the resolver lacks (named in the error).
-    const auto* subgraphs = model->subgraphs();
-    const auto* codes = model->operator_codes();
-    std::string unsupported;
-    if (subgraphs && subgraphs->size() > 0 && subgraphs->Get(0)->operators()) {
-        for (const auto* op : *subgraphs->Get(0)->operators()) {
-            const auto code = tflite::GetBuiltinCode(codes->Get(op->opcode_index()));
-            ops_.push_back(tflite::EnumNameBuiltinOperator(code));
-            if (unsupported.empty() && impl_->resolver.FindOp(code) == nullptr) unsupported = ops_.back();
-        }
-    }
-    if (!unsupported.empty()) {
-        error = "unsupported operator " + unsupported + " (not in the firmware's ops.txt)";
+    // Operator names in execution order (custom operators by their custom code, e.g. TFLM_DECODE), checked
+    // against ops.txt by the core; then each one must resolve (custom operators by custom code too).
+    std::string names_error;
+    if (!model_operator_names(flatbuffer, length, ops_, names_error)) {
+        error = names_error;
         return false;
     }
-#if CONFIG_HIL_ARENA_PSRAM
-    const uint32_t caps = MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT;
-#else
-    const uint32_t caps = MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT;
-#endif
-    impl_->arena = static_cast<uint8_t*>(heap_caps_aligned_alloc(16, arena_bytes, caps));
+    if (!check_operators(ops_, firmware_operators(), firmware_has_tflm_compression(), error)) return false;
+    const auto* subgraphs = model->subgraphs();
+    const auto* codes = model->operator_codes();
+    if (subgraphs && subgraphs->size() > 0 && subgraphs->Get(0)->operators()) {
+        size_t i = 0;
+        for (const auto* op : *subgraphs->Get(0)->operators()) {
+            const auto* opcode = codes->Get(op->opcode_index());
+            const auto code = tflite::GetBuiltinCode(opcode);
+            const bool custom = code == tflite::BuiltinOperator_CUSTOM;
+            const auto* found =
+                custom ? (opcode->custom_code() ? impl_->resolver.FindOp(opcode->custom_code()->c_str()) : nullptr)
+                       : impl_->resolver.FindOp(code);
+            if (found == nullptr) {
+                error = "unsupported operator " + (i < ops_.size() ? ops_[i] : std::string("?")) +
+                        " (in ops.txt, but the op resolver did not register it)";
+                return false;
+            }
+            ++i;
+        }
+    }
+    impl_->arena = static_cast<uint8_t*>(arena_alloc(arena_bytes));
     if (!impl_->arena) {
-        error = "arena of " + std::to_string(arena_bytes) + " bytes does not fit the heap (largest free block " +
-                std::to_string(heap_caps_get_largest_free_block(caps)) + " bytes)";
+        error = arena_failure(arena_bytes);
         return false;
     }
     impl_->interpreter = new (impl_->interpreter_storage)
@@ -182,7 +236,7 @@ bool TflmRunner::invoke(std::string& error) {
 bool TflmRunner::profile(std::vector<OpTiming>& ops, std::string& error) {
     ops.clear();
     if (!invoke(error)) return false;
-    const uint32_t mhz = uint32_t(esp_clk_cpu_freq() / 1000000);
+    const uint32_t mhz = clock_.cpu_hz() / 1000000u;
     for (int i = 0; i < impl_->profiler.size(); ++i)
         ops.push_back({impl_->profiler.tag(i), mhz ? impl_->profiler.cycles(i) / mhz : 0});
     return true;
@@ -192,4 +246,4 @@ uint32_t TflmRunner::arena_used() const {
     return impl_->interpreter ? uint32_t(impl_->interpreter->arena_used_bytes()) : 0;
 }
 
-}  // namespace hil::esp
+}  // namespace hil

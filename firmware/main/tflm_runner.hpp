@@ -1,5 +1,6 @@
 // The TFLite Micro model runner: MicroInterpreter over a model mapped from flash, the arena on the heap
-// (internal RAM or PSRAM by Kconfig), an op resolver generated from ops.txt, per-op timing for `profile`.
+// (ESP-IDF: internal RAM or PSRAM by Kconfig), an op resolver generated from ops.txt, per-op timing for
+// `profile` on the platform's cycle counter. Shared by the ESP-IDF app and the STM32F405 port (TFLM_DIR).
 #pragma once
 #include <memory>
 #include <string>
@@ -7,11 +8,11 @@
 
 #include "core/interfaces.hpp"
 
-namespace hil::esp {
+namespace hil {
 
 class TflmRunner : public ModelRunner {
 public:
-    TflmRunner();
+    explicit TflmRunner(Clock& clock);
     ~TflmRunner() override;
     bool load(const uint8_t* flatbuffer, size_t length, uint32_t arena_bytes, std::string& error) override;
     std::vector<std::string> ops() const override { return ops_; }
@@ -26,10 +27,11 @@ public:
 
 private:
     struct Impl;
+    Clock& clock_;
     std::unique_ptr<Impl> impl_;
     std::vector<std::string> ops_;
     TensorInfo input_, output_;
     uint32_t arena_bytes_ = 0;
 };
 
-}  // namespace hil::esp
+}  // namespace hil

@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HOST_DIR = ROOT / "firmware" / "host"
 CORE_DIR = ROOT / "firmware" / "main" / "core"
+OPS_TXT = ROOT / "firmware" / "main" / "ops.txt"
+CMAKE_DIR = ROOT / "firmware" / "cmake"
 BUILD_DIR = HOST_DIR / "build"
 
 
@@ -34,6 +36,7 @@ class HostCore:
 def _sources_hash() -> str:
     h = hashlib.sha256()
     files = [p for p in sorted(HOST_DIR.iterdir()) if p.is_file()] + sorted(CORE_DIR.iterdir())
+    files += [OPS_TXT, *sorted(CMAKE_DIR.iterdir())]
     for path in files:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
@@ -145,3 +148,140 @@ def core_process(host_core: HostCore):
     yield start
     for p in started:
         assert p.close() == 0, "hil_core_host exited with an error (sanitizer report on stderr?)"
+
+
+# -- the STM32F405 port in QEMU -------------------------------------------------------------------------
+
+STM32_DIR = ROOT / "firmware" / "stm32f405"
+STM32_BUILD_DIR = STM32_DIR / "build"
+MODEL_PARTITION_ADDR = 0x08080000  # firmware/stm32f405/stm32f405.ld
+# -icount shift=N: every emulated instruction takes 2**N ns of virtual time, so SysTick latencies are a
+# deterministic function of the code that ran.
+ICOUNT_SHIFT = 3
+
+
+@dataclass(frozen=True)
+class Stm32Build:
+    """The port's ELF files: the firmware and the JSON-under-newlib-nano self-test."""
+
+    firmware: Path
+    json_selftest: Path
+    seconds: float  # how long the build took (0 when cached)
+
+
+def _stm32_sources_hash() -> str:
+    h = hashlib.sha256()
+    files = [p for p in sorted(STM32_DIR.iterdir()) if p.is_file()] + sorted(CORE_DIR.iterdir())
+    files += [OPS_TXT, *sorted(CMAKE_DIR.iterdir()), HOST_DIR / "fakes.hpp"]
+    for path in files:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def build_stm32() -> Stm32Build:
+    missing = [t for t in ("arm-none-eabi-g++", "cmake", "make") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(
+            f"the STM32F405 port needs {', '.join(missing)} "
+            "(apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib cmake)"
+        )
+    STM32_BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    result = Stm32Build(STM32_BUILD_DIR / "hil_stm32f405.elf", STM32_BUILD_DIR / "hil_json_selftest.elf", 0.0)
+    stamp = STM32_BUILD_DIR / ".sources-sha256"
+    digest = _stm32_sources_hash()
+    with open(STM32_BUILD_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = result.firmware.exists() and result.json_selftest.exists()
+        if built and stamp.exists() and stamp.read_text() == digest:
+            return result
+        t0 = time.monotonic()
+        steps = [
+            ["cmake", "-S", str(STM32_DIR), "-B", str(STM32_BUILD_DIR),
+             f"-DCMAKE_TOOLCHAIN_FILE={STM32_DIR / 'arm-none-eabi.cmake'}"],
+            ["cmake", "--build", str(STM32_BUILD_DIR), "-j", str(os.cpu_count() or 2)],
+        ]  # fmt: skip
+        for cmd in steps:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                pytest.fail(f"STM32F405 build failed: {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        stamp.write_text(digest)
+        return Stm32Build(result.firmware, result.json_selftest, time.monotonic() - t0)
+
+
+@pytest.fixture(scope="session")
+def stm32_build() -> Stm32Build:
+    """The Cortex-M4F port built with arm-none-eabi-g++ (cached by source hash in firmware/stm32f405/build)."""
+    return build_stm32()
+
+
+def qemu_command(elf: Path, image: Path | None = None, shift: int = ICOUNT_SHIFT) -> list[str]:
+    """QEMU's netduinoplus2 with USART1 (its first -serial) on stdio, semihosting for the exit code, and
+    the model image written into the model partition's flash."""
+    cmd = [
+        "qemu-system-arm", "-M", "netduinoplus2", "-nographic", "-monitor", "none", "-serial", "stdio",
+        "-semihosting-config", "enable=on,target=native", "-icount", f"shift={shift}", "-kernel", str(elf),
+    ]  # fmt: skip
+    if image is not None:
+        cmd += ["-device", f"loader,file={image},addr={MODEL_PARTITION_ADDR:#x}"]
+    return cmd
+
+
+def need_qemu() -> None:
+    if shutil.which("qemu-system-arm") is None:
+        pytest.skip("qemu-system-arm not installed (apt-get install qemu-system-arm)")
+
+
+class QemuProcess(CoreProcess):
+    """The firmware in QEMU, its UART on the process's stdin/stdout: the same line driver as hil_core_host.
+    Bytes sent before the firmware has set up its USART are lost (QEMU drops them, as a board would), so
+    the driver waits for the `hil-ready` line at boot and after `reset` (a real reboot of the chip), as
+    hil.protocol's client does. The firmware
+    never exits by itself (a board doesn't), so close() stops QEMU."""
+
+    def __init__(self, cmd: list[str]):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.buf = b""
+        self.log = []
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        while True:
+            text = self._line(timeout_s)
+            self.log.append(text)
+            if text.startswith("hil-ready"):
+                return
+
+    def request(self, line: str | bytes) -> dict:
+        reply = super().request(line)
+        if reply.get("cmd") == "reset" and reply.get("ok"):
+            self.wait_ready()
+        return reply
+
+    def close(self) -> int:
+        alive = self.proc.poll() is None
+        if alive:
+            self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=10)
+        finally:
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+        return 0 if alive else code  # stopped by us, or the firmware's own semihosting exit code
+
+
+@pytest.fixture
+def qemu_board(stm32_build: Stm32Build):
+    """Factory: boot the STM32F405 firmware in QEMU with a model image; every board is stopped at the end
+    (and must not have exited by itself: a fault ends QEMU through semihosting with code 100)."""
+    need_qemu()
+    started: list[QemuProcess] = []
+
+    def start(image: Path | None, shift: int = ICOUNT_SHIFT) -> QemuProcess:
+        board = QemuProcess(qemu_command(stm32_build.firmware, image, shift))
+        started.append(board)
+        board.wait_ready()
+        return board
+
+    yield start
+    for board in started:
+        assert board.close() == 0, "the firmware exited in QEMU (fault?)"

@@ -89,26 +89,33 @@ def test_pack_model_checks_ops_and_measures_arena():
         firmware.pack_model(b"not a model at all" * 10)
 
 
-def test_resolve_variant_reads_metrics(tmp_path):
-    (tmp_path / "v-int8.tflite").write_bytes(SINE.read_bytes())
-    (tmp_path / "v-dyn.tflite").write_bytes(SINE.read_bytes())
-    (tmp_path / "metrics.json").write_text(
-        json.dumps(
-            [
-                {"variant": "v-int8", "tflm_ok": True, "arena_bytes": 3000},
-                {
-                    "variant": "v-dyn",
-                    "tflm_ok": False,
-                    "tflm_error": "Hybrid models are not supported on TFLite Micro.",
-                },
-            ]
-        )
-    )
-    assert firmware.resolve_variant("v-int8", tmp_path) == (tmp_path / "v-int8.tflite", 3000)
-    with pytest.raises(HilError, match="Hybrid models"):
-        firmware.resolve_variant("v-dyn", tmp_path)
-    with pytest.raises(HilError, match="run the factory"):
-        firmware.resolve_variant("nope", tmp_path)
+def test_resolve_variant_reads_a_real_factory_folder(tiny_build):
+    """`hil models build`'s own output: the factory's arena and bytes, its TFLM verdict, a clear unknown name."""
+    from models.artifacts import load_artifacts
+
+    models_dir, _ = tiny_build
+    art = load_artifacts(models_dir)["baseline-int8"]
+    model, arena, name = firmware.resolve_variant("baseline-int8", models_dir)
+    assert (model, arena, name) == (art.tflite.read_bytes(), art.arena_bytes, "baseline-int8") and arena > 0
+    with pytest.raises(HilError, match="Hybrid models are not supported"):
+        firmware.resolve_variant("baseline-dynamic", models_dir)
+    with pytest.raises(Exception, match="no variant 'nope' built there"):
+        firmware.resolve_variant("nope", models_dir)
+
+
+def test_pack_model_cli_on_a_real_factory_folder(tiny_build, tmp_path, capsys):
+    from hil.cli import main
+
+    models_dir, _ = tiny_build
+    out = tmp_path / "int8.hilm"
+    assert main(["firmware", "pack-model", "baseline-int8", "--models-dir", str(models_dir), "-o", str(out)]) == 0
+    head = firmware.parse_image(out.read_bytes())
+    from models.artifacts import load_artifacts
+
+    blob = load_artifacts(models_dir)["baseline-int8"].model_bytes()
+    assert head.crc32_hex == f"{zlib.crc32(blob):08x}" and f"crc32 {head.crc32_hex}" in capsys.readouterr().out
+    assert main(["firmware", "pack-model", "baseline-dynamic", "--models-dir", str(models_dir)]) == 2
+    assert "does not run on TFLM" in capsys.readouterr().err
 
 
 # -- partitions -----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include "crc32.hpp"
 #include "json_writer.hpp"
 #include "model_image.hpp"
+#include "model_ops.hpp"
 #include "sha256.hpp"
 #include "stats.hpp"
 
@@ -110,10 +111,16 @@ void Device::discard_upload() {
     upload_crc_ = 0;
 }
 
+void Device::set_operator_check(const std::vector<std::string>* supported, bool tflm_compression) {
+    supported_ops_ = supported;
+    tflm_compression_ = tflm_compression;
+}
+
 void Device::load_model_image(const uint8_t* region, size_t region_size, uint32_t default_arena,
                               uint32_t arena_override) {
     model_ok_ = false;
     model_known_ = false;
+    model_ops_.clear();
     clear_state();
     ModelImage img;
     std::string error;
@@ -126,6 +133,14 @@ void Device::load_model_image(const uint8_t* region, size_t region_size, uint32_
     model_crc_ = img.crc32;
     model_bytes_ = img.length;
     model_sha256_ = sha256_hex(img.flatbuffer, img.length);
+    if (supported_ops_) {
+        if (!model_operator_names(img.flatbuffer, img.length, model_ops_, error) ||
+            !check_operators(model_ops_, *supported_ops_, tflm_compression_, error)) {
+            model_error_ = error;
+            log_line("hil: " + error);
+            return;
+        }
+    }
     uint32_t arena = arena_override ? arena_override : (img.arena_hint ? img.arena_hint : default_arena);
     if (!runner_.load(img.flatbuffer, img.length, arena, error)) {
         model_error_ = error.empty() ? "model could not be loaded" : error;
@@ -220,7 +235,7 @@ void Device::cmd_hello(const std::string& cmd) {
     const TensorInfo in = runner_.input(), out = runner_.output();
     if (in.bytes) write_tensor(w, "input", in);
     if (out.bytes) write_tensor(w, "output", out);
-    std::vector<std::string> ops = runner_.ops();
+    const std::vector<std::string> ops = model_ops_.empty() ? runner_.ops() : model_ops_;
     if (model_known_ && !ops.empty()) {
         w.key("ops").begin_array();
         for (const auto& op : ops) w.value(op);

@@ -22,6 +22,10 @@ public:
 
     // Print the boot line `hil-ready protocol=1` (also after a host-side restart).
     void announce_ready();
+    // Turn on the operator check: the flatbuffer's operators (custom operators by their custom code) must
+    // all be in `supported` (the firmware's ops.txt, firmware_operators()) or the model is refused with
+    // E_MODEL naming the first missing one. `tflm_compression`: the runtime can run TFLM_DECODE.
+    void set_operator_check(const std::vector<std::string>* supported, bool tflm_compression);
     // Validate a model image (mapped partition or embedded array) and load it into the runner.
     // `arena_override` > 0 replaces the header's arena hint; `default_arena` is used when the hint is 0.
     // Failures are kept and reported by `hello` (E_MODEL); this never aborts.
@@ -73,6 +77,11 @@ private:
     uint32_t model_bytes_ = 0;
     std::string model_sha256_;
     bool model_known_ = false;  // crc/sha/bytes known (image valid even if TFLM refused it)
+    std::vector<std::string> model_ops_;  // from the flatbuffer when the operator check is on
+
+    // operator check
+    const std::vector<std::string>* supported_ops_ = nullptr;
+    bool tflm_compression_ = false;
 
     // input upload
     std::vector<uint8_t> input_;  // the current input (zeros until an upload completes)

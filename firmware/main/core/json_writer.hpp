@@ -42,6 +42,11 @@ private:
     bool after_key_ = false;
 };
 
+// A JSON number without printf's float support (newlib-nano's printf has none: "%g" printed ".0"):
+// `decimals` >= 0 gives fixed decimals (at most 9), -1 gives 9 significant digits like "%.9g" (enough
+// to round-trip a float32), with ".0" added to an integer-looking value; NaN and infinities are null.
+std::string format_json_number(double v, int decimals = -1);
+
 // The lowercase 8-hex-digit form the protocol uses for CRC32 values.
 std::string crc32_hex(uint32_t crc);
 
