@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -74,6 +75,22 @@ class CampaignOptions:
         if self.gate and not self.baseline:
             raise HilError("--gate needs --baseline RUN (a run id or latest-main) to compare with")
         self.tolerances()
+
+    def check_outputs(self) -> None:
+        """The output paths are usable before anything is measured: report folder and factory folder writable,
+        results database a results database. One HilError naming the option and the fix."""
+        from hil.results import ResultsStore
+
+        for option, folder in (("--report-dir", self.report_dir), ("--models-dir", self.models_dir.parent),
+                               ("--results-db", self.results_db.parent)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                raise HilError(f"{option} {folder}: not a writable folder ({exc.strerror}); pass another "
+                               f"{option}") from None
+        ResultsStore(self.results_db).close()  # a corrupt or foreign file is one clear error now, not later
 
     def tolerances(self) -> dict[str, Any]:
         """`--gate METRIC:TOL` parsed (hil.gate.Tolerance by metric)."""
@@ -246,6 +263,9 @@ class Campaign:
             selected = [v.name for v in registry.select(self.options.variants)]
             budgets = load_budgets(self.options.budgets)
             budgets.check_variants([v.name for v in registry.variants()])
+            if not budgets.cases(selected):  # a run that checks nothing must not pass as green
+                raise HilError(f"{budgets.source}: no budget applies to the selected variants; add limits under "
+                               "defaults:, e.g. `latency_ms: {max: 100}`")
             self._plan = (selected, budgets)
         return self._plan
 
@@ -489,6 +509,7 @@ def run(options: CampaignOptions, *, progress: Progress = print) -> tuple[Finish
     """
     campaign = Campaign(options, progress=progress)
     selected, _ = campaign.plan()
+    options.check_outputs()
     verdicts: dict[str, dict[str, Verdict]] = {}
     status = "passed"
     try:

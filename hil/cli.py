@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"hil: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"hil: error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hil: interrupted", file=sys.stderr)
         return 130

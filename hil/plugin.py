@@ -109,6 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if _hil_run(config) and not hasattr(config, "workerinput"):
         try:
             _campaign(config).options.validate()
+            _campaign(config).options.check_outputs()
         except USER_ERRORS as exc:
             raise pytest.UsageError(f"hil: {exc}") from None
         if not getattr(config.option, "xmlpath", None):

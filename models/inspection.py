@@ -21,6 +21,7 @@ def inspect_model(path: str | Path) -> dict:
         "tflm_error": reason or "",
         "arena_bytes": None,
         "arena_reported_bytes": None,
+        "arena_probe_crashes": [],
         "sparsity": parsed.sparsity(),
         "tensors": [
             {
@@ -39,7 +40,7 @@ def inspect_model(path: str | Path) -> dict:
     }  # fmt: skip
     if reason is None:
         try:
-            info["arena_bytes"] = min_arena_bytes(data)
+            info["arena_bytes"] = min_arena_bytes(data, crashes=info["arena_probe_crashes"])
             info["arena_reported_bytes"] = reported_arena_bytes(data)
         except TflmError as exc:
             info["tflm_ok"], info["tflm_error"] = False, str(exc)
@@ -57,6 +58,9 @@ def format_inspection(info: dict) -> str:
     if info["tflm_ok"]:
         lines.append(f"TFLM        runs; minimum arena {info['arena_bytes']:,} bytes "
                      f"(allocator report {info['arena_reported_bytes']:,} bytes)")  # fmt: skip
+        for size, how in info["arena_probe_crashes"]:
+            lines.append(f"            note: TFLM crashed ({how}) allocating it in {size:,} bytes; probed in a "
+                         "child process and counted as too small")
     else:
         lines.append(f"TFLM        NOT deployable: {info['tflm_error']}")
     lines.append("tensors (index, role, dtype, shape, scale, zero point, name):")

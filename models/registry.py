@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -88,6 +89,9 @@ Recipe = Annotated[
 ]
 
 
+_RECIPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
 class VariantConfig(_Strict):
     """The whole variants.yaml file."""
 
@@ -102,6 +106,10 @@ class VariantConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> VariantConfig:
+        for name in self.recipes:
+            if not _RECIPE_NAME.fullmatch(name):
+                raise ValueError(f"recipes: {name!r} is not a valid recipe name (letters, digits and _ only, "
+                                 "starting with a letter: it names files and variants)")
         baselines = [name for name, r in self.recipes.items() if r.kind == "baseline"]
         if len(baselines) != 1:
             raise ValueError(f"exactly one recipe must have kind 'baseline', found {len(baselines)}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -87,33 +89,97 @@ def reported_arena_bytes(model: bytes, *, alt_decompression_bytes: int = 0) -> i
     return TflmModel(model, MAX_ARENA_BYTES, alt_decompression_bytes=alt_decompression_bytes).arena_used_bytes
 
 
-def min_arena_bytes(model: bytes, *, alt_decompression_bytes: int = 0) -> int:
-    """Smallest arena size (bytes) in which TFLM allocates the model, found by bisection.
+class _ArenaProbe:
+    """Tries arena sizes for one model in a child process: TFLM can crash (SIGSEGV, abort) at some too-small
+    arenas, and a crash must not take the harness with it. A crashed child counts as "does not fit" and is
+    replaced; the crash is remembered with the arena size that caused it."""
+
+    def __init__(self, model: bytes, alt_decompression_bytes: int) -> None:
+        self._model = tempfile.NamedTemporaryFile(suffix=".tflite")  # lives as long as the probe
+        self._model.write(model)
+        self._model.flush()
+        self._alt = alt_decompression_bytes
+        self._proc: subprocess.Popen | None = None
+        self.crashes: list[tuple[int, str]] = []  # (arena bytes, how the child died)
+
+    def _child(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "models.tflm", self._model.name, str(self._alt)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            )
+        return self._proc
+
+    def fits(self, size: int) -> bool:
+        """Whether TFLM allocates the model in `size` bytes (a crash at that size: no)."""
+        proc = self._child()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(f"{size}\n")
+            proc.stdin.flush()
+            answer = proc.stdout.readline().strip()
+        except (BrokenPipeError, OSError):
+            answer = ""
+        if answer in ("fits", "fails"):
+            return answer == "fits"
+        code = proc.wait(timeout=30)
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.crashes.append((size, how))
+        self._proc = None
+        return False
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.stdin.close()  # type: ignore[union-attr]
+            self._proc.wait(timeout=10)
+        self._model.close()
+
+
+def min_arena_bytes(model: bytes, *, alt_decompression_bytes: int = 0,
+                    crashes: list[tuple[int, str]] | None = None) -> int:
+    """Smallest arena size (bytes) in which TFLM allocates the model, found by bisection in a child process.
 
     The search is bracketed around the allocator's own report (it can be off either way by alignment and
-    the allocator's bookkeeping) and never probes far below it: a much too small arena can abort the
-    process inside TFLM for compressed (DECODE) models instead of failing cleanly.
+    the allocator's bookkeeping). Each size is tried in a child process (`_ArenaProbe`): some models (SVDF,
+    LSTM, compressed DECODE) crash TFLM at too-small arenas instead of failing cleanly. Those sizes count as
+    too small; `crashes`, when given, receives (arena bytes, how the child died) for each.
     """
     reported = reported_arena_bytes(model, alt_decompression_bytes=alt_decompression_bytes)
+    probe = _ArenaProbe(model, alt_decompression_bytes)
+    try:
+        hi = reported
+        while not probe.fits(hi):
+            if hi >= MAX_ARENA_BYTES:
+                last = probe.crashes[-1] if probe.crashes else None
+                crash = f" (TFLM crashed with {last[1]} at {last[0]} bytes)" if last else ""
+                raise TflmError(f"TFLM arena search: the model does not allocate in {hi} bytes{crash}")
+            hi = min(hi * 2, MAX_ARENA_BYTES)
+        lo = max(hi // 2, reported // 2)
+        if probe.fits(lo):
+            raise TflmError(
+                f"TFLM arena search: model allocates in {lo} bytes, far below its report of {reported}"
+            )
+        while hi - lo > 1:  # invariant: lo fails, hi fits
+            mid = (lo + hi) // 2
+            if probe.fits(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+    finally:
+        probe.close()
+        if crashes is not None:
+            crashes.extend(probe.crashes)
 
-    def fits(size: int) -> bool:
-        return not isinstance(_construct(model, size, alt_decompression_bytes)[0], BaseException)
 
-    hi = reported
-    while not fits(hi):
-        hi = min(hi * 2, MAX_ARENA_BYTES)
-    lo = max(hi // 2, reported // 2)
-    if fits(lo):
-        raise TflmError(
-            f"TFLM arena search: model allocates in {lo} bytes, far below its report of {reported}"
-        )
-    while hi - lo > 1:  # invariant: lo fails, hi fits
-        mid = (lo + hi) // 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+def _probe_child(model_path: str, alt_decompression_bytes: int) -> None:
+    """The child side of `_ArenaProbe`: read arena sizes from stdin, answer `fits` or `fails` per line."""
+    with open(model_path, "rb") as f:
+        model = f.read()
+    for line in sys.stdin:
+        result, _ = _construct(model, int(line), alt_decompression_bytes)
+        print("fails" if isinstance(result, BaseException) else "fits", flush=True)
 
 
 # The bisected minimum and the allocator's report differ by alignment slack and the allocator's own
@@ -211,3 +277,7 @@ def dequantize_output(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.dtype.kind == "f":
         return y.astype(np.float32)
     return ((y.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+if __name__ == "__main__":  # the arena probe's child process (see _ArenaProbe)
+    _probe_child(sys.argv[1], int(sys.argv[2]))

@@ -162,3 +162,42 @@ def test_bad_options_are_refused_before_anything_is_measured(change: dict, messa
     with pytest.raises(HilError, match=message.replace("(", r"\(").replace("'", ".")):
         campaign.plan()
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_an_empty_budget_file_is_refused_rather_than_passing_green(tmp_path: Path) -> None:
+    (tmp_path / "variants.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    (tmp_path / "budgets.yaml").write_text("")
+    campaign = Campaign(CampaignOptions(models_config=tmp_path / "variants.yaml", budgets=tmp_path / "budgets.yaml"))
+    with pytest.raises(HilError, match="budgets.yaml: no budget applies to the selected variants"):
+        campaign.plan()
+
+
+@pytest.mark.parametrize("option", ["--report-dir", "--models-dir", "--results-db"])
+def test_unusable_output_paths_are_one_line_before_anything_is_measured(option: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "variants.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    (tmp_path / "budgets.yaml").write_text(yaml.safe_dump({"version": 1, "defaults": BUDGETS["defaults"]}))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    paths = {"--report-dir": tmp_path / "report", "--models-dir": tmp_path / "models",
+             "--results-db": tmp_path / "results.sqlite"}
+    paths[option] = blocker / "sub" if option != "--results-db" else blocker  # a folder under a file; a non-db
+    argv = ["measure", f"--models-config={tmp_path / 'variants.yaml'}", f"--budgets={tmp_path / 'budgets.yaml'}",
+            *(f"{k}={v}" for k, v in paths.items())]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hil: error: {option} " if option != "--results-db" else f"hil: error: {blocker}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "models").exists()  # nothing was built
+
+
+def test_pytest_refuses_an_unwritable_report_dir_before_the_session(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "hil", "-p", "no:cacheprovider", "-q", "tests/hil",
+                        f"--report-dir={tmp_path / 'a-file' / 'report'}", f"--results-db={tmp_path / 'r.sqlite'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"hil: --report-dir {tmp_path / 'a-file' / 'report'}: not a writable folder" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout

@@ -66,7 +66,28 @@ def test_new_file_is_wal_with_schema_version(store: ResultsStore) -> None:
     assert raw_rows(store.path, "PRAGMA journal_mode")[0][0] == "wal"
     assert raw_rows(store.path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
     tables = {r[0] for r in raw_rows(store.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"runs", "measurements", "artifacts"}
+    assert tables == {"runs", "measurements", "artifacts", "variants", "outcomes"}
+
+
+def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Schema 1 (runs, measurements, artifacts) gains the variants and outcomes tables; nothing is lost."""
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite"
+    with ResultsStore(path) as s:
+        run = s.start_run(bench="b.yaml", simulated=True, git_commit="c", git_branch="main")
+        s.record(run, "v", "latency_ms", 12.5)
+    with sqlite3.connect(path) as c:  # make it the version-1 file an older harness wrote
+        c.execute("DROP TABLE variants")
+        c.execute("DROP TABLE outcomes")
+        c.execute("PRAGMA user_version = 1")
+    with ResultsStore(path) as s:
+        assert [m.value for m in s.measurements(run)] == [12.5]
+        s.record_outcome(run, "v", "latency_ms", "passed")
+        s.record_variant(run, "v", sha256="ab" * 32, station="esp32-0", factory={"size_bytes": 10})
+        assert [(o.outcome, o.metric) for o in s.outcomes(run)] == [("passed", "latency_ms")]
+        assert s.variants(run)[0].factory == {"size_bytes": 10}
+    assert raw_rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
 
 
 def test_run_lifecycle_and_measurements(store: ResultsStore) -> None:

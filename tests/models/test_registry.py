@@ -69,6 +69,11 @@ def _write(tmp_path: Path, cfg: dict) -> Path:
             },
             "aliases: 'old' points to 'b-no_opt'",
         ),
+        (  # a recipe name becomes a file name: no path may escape --out
+            {"recipes": {"b": {"kind": "baseline"}, "../../evil": {"kind": "qat"}},
+             "variants": {"../../evil": ["no_opt"]}},
+            r"recipes: '\.\./\.\./evil' is not a valid recipe name",
+        ),
     ],
 )
 def test_invalid_config_names_file_and_key(tmp_path: Path, cfg: dict, message: str) -> None:
