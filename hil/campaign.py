@@ -22,13 +22,10 @@ from typing import Any
 from hil.budgets import Budgets, Verdict, judge
 from hil.errors import USER_ERRORS, HilError
 from hil.filelock import file_lock
-from hil.measure import Figure, Settings
+from hil.measure import PULSE_VS_LATENCY_MAX_PCT, Figure, Settings
 
 Progress = Callable[[str], None]
 
-# The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
-# study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
-PULSE_VS_LATENCY_MAX_PCT = 2.0
 # Device outputs against host TFLM outputs: identical kernels give 100 %; ESP-NN optimised kernels round
 # differently in the last bit, which can flip a near-tie.
 OUTPUT_AGREEMENT_MIN_PCT = 98.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,6 +21,9 @@ MARKER_LOGIC_V = 3.3
 RANGING_FULL_SCALE_V = 0.25  # first look at the shunt: 5 A through 0.05 ohm
 PRE_TRIGGER_FRACTION = 0.08
 MAX_RERANGES = 3
+# The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
+# study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
+PULSE_VS_LATENCY_MAX_PCT = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Trial:
     report: PowerReport
     shunt: object  # instruments.waveform.Waveform
     marker: object
+    void: str | None = None  # why the capture does not show what the board ran (reset, missed inferences ...)
+    full_scale: float = 0.0  # the shunt channel's full scale it was taken at
 
 
 @dataclass
@@ -111,7 +116,7 @@ def _configure(scope, spec: StationSpec, n: int, period_s: float, shunt_full_sca
     span_div = scope.adc_span_div
     scope.configure_channel(sc.shunt_channel, shunt_full_scale_v * 1.1 / span_div, shunt_full_scale_v * 0.45)
     scope.configure_channel(sc.marker_channel, 1.5 * MARKER_LOGIC_V / span_div, MARKER_LOGIC_V / 2)
-    window = n * period_s / (1 - PRE_TRIGGER_FRACTION) * 1.05
+    window = n * period_s / (1 - PRE_TRIGGER_FRACTION) * 1.15  # every inference in the record, with margin
     scope.configure_timebase(
         window / scope.horizontal_divisions,
         record_points=points,
@@ -121,10 +126,12 @@ def _configure(scope, spec: StationSpec, n: int, period_s: float, shunt_full_sca
 
 
 def _capture(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float) -> Trial:
+    """One armed capture of `infer n`; void (and invalid) when the capture cannot be the run the board reports."""
     sc = spec.scope
     if warmup:
         # Warm up before arming: warm-up inferences in the pre-trigger part of the record would count as idle.
         dut.infer(warmup, 0, 0)
+    resyncs = dut.resyncs
     scope.arm()
     result = dut.infer(n, 0, gap_ms)
     scope.wait_for_trigger(timeout_s=timeout_s)
@@ -138,7 +145,28 @@ def _capture(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_
         amplifier_gain=spec.shunt.gain,
         marker_threshold=MARKER_LOGIC_V / 2,
     )
-    return Trial(result, report, shunt, marker)
+    void = _void_reason(report, result, n, dut.resyncs - resyncs)
+    if void is not None and report.valid:
+        report = replace(report, valid=False, reason=f"capture void: {void}")
+    return Trial(result, report, shunt, marker, void)
+
+
+def _void_reason(report: PowerReport, result: InferResult, n: int, resyncs: int) -> str | None:
+    """Why a capture does not show the run the board reported, or None: the cross-checks of every trial."""
+    if resyncs:
+        return "the board reset or the serial link resynchronised during the capture"
+    if result.n != n:
+        return f"the board reports {result.n} inferences, {n} were requested"
+    if not report.valid:
+        return None  # already invalid for its own reason
+    if report.n_inferences != n:
+        return f"the scope saw {report.n_inferences} inference windows, the board ran {n}"
+    latency_ms = result.mean_us / 1e3
+    off = abs(report.pulse_width_ms.mean - latency_ms) / latency_ms * 100 if latency_ms > 0 else math.inf
+    if off > PULSE_VS_LATENCY_MAX_PCT:
+        return (f"marker pulses average {report.pulse_width_ms.mean:.3f} ms, the board reports {latency_ms:.3f} ms "
+                f"({off:.1f} % apart, max {PULSE_VS_LATENCY_MAX_PCT} %)")
+    return None
 
 
 def measure_power(
@@ -168,13 +196,11 @@ def measure_power(
 
     m = PowerMeasurement(n, settings.warmup, gap_ms)
     for trial in range(settings.trials):
-        for _attempt in range(MAX_RERANGES + 1):
-            _configure(scope, spec, n, period_s, full_scale, settings.record_points)
-            t = _capture(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s)
-            if not t.report.clipped:
-                break
-            full_scale *= 2
-            progress(f"trial {trial + 1}: shunt clipped, range widened to {full_scale * 1e3:.2f} mV")
+        t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings)
+        if t.void is not None:  # measured once more; a second void capture stays recorded invalid
+            progress(f"trial {trial + 1}: capture void ({t.void}); measuring it again")
+            t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings)
+        full_scale = t.full_scale
         m.trials.append(t)
         progress(
             f"trial {trial + 1}/{settings.trials}: {n} inferences, latency {t.infer.mean_us / 1e3:.2f} ms, "
@@ -183,6 +209,19 @@ def measure_power(
             else f"invalid: {t.report.reason}"
         )
     return m
+
+
+def _trial(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float,
+           period_s: float, full_scale: float, settings: Settings) -> Trial:
+    """One capture, its shunt range widened (up to MAX_RERANGES times) while it clips."""
+    for _attempt in range(MAX_RERANGES + 1):
+        _configure(scope, spec, n, period_s, full_scale, settings.record_points)
+        t = _capture(scope, dut, spec, n, warmup, gap_ms, timeout_s)
+        if not t.report.clipped:
+            break
+        full_scale *= 2
+    t.full_scale = full_scale
+    return t
 
 
 @dataclass(frozen=True)
