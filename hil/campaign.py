@@ -9,7 +9,6 @@ both drive this module; budgets and cross-checks are judged by the same function
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 import uuid
@@ -189,11 +188,11 @@ class RunRecorder:
     def record_outcome(self, variant: str, metric: str, verdict: Verdict, test: str = "") -> None:
         self.store.record_outcome(self.run_id, variant, metric, verdict.outcome, verdict.message, test=test)
 
-    def keep_file(self, variant: str, kind: str, source: Path, name: str) -> None:
-        """Copy a file into the run's folder and list it, so the run's report never reads the factory."""
+    def keep_file(self, variant: str, kind: str, data: bytes, name: str) -> None:
+        """Write a file into the run's folder and list it, so the run's report never reads the factory."""
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / name
-        shutil.copyfile(source, target)
+        target.write_bytes(data)
         self.store.add_artifact(self.run_id, variant, kind, target)
 
     def save_traces(self, variant: str, power) -> None:
@@ -241,6 +240,7 @@ class Campaign:
         self._plan: tuple[list[str], Budgets] | None = None
         self._bench = None
         self._artifacts = None
+        self._snapshots: dict[str, Any] = {}  # variant -> VariantSnapshot, or the error reading it
         self._dataset = None
         self._station = None
         self._recorder: RunRecorder | None = None
@@ -304,8 +304,24 @@ class Campaign:
                 self.progress(f"model factory: {len(selected)} variants into {o.models_dir}")
                 build(o.models_config or _default_config(), o.models_dir, o.data, selected, progress=self.progress)
                 self._artifacts = load_artifacts(o.models_dir)
+                # read while the folder is locked: another run rebuilding it later changes nothing here
+                for name in selected:
+                    try:
+                        self._snapshots[name] = self._artifacts[name].snapshot()
+                    except USER_ERRORS as exc:
+                        self._snapshots[name] = exc
             self.phases["factory_s"] += time.perf_counter() - t0
         return self._artifacts
+
+    def snapshot(self, variant: str):
+        """The variant's files as read right after the build (models.artifacts.VariantSnapshot)."""
+        self.artifacts()
+        snap = self._snapshots.get(variant)
+        if snap is None:
+            raise HilError(f"{variant} is not among the selected variants")
+        if isinstance(snap, Exception):
+            raise snap
+        return snap
 
     def dataset(self):
         """The data set's test split, for on-device accuracy."""
@@ -381,13 +397,14 @@ class Campaign:
         if "factory" not in rec.store.run(rec.run_id).meta:
             rec.store.update_meta(rec.run_id, factory=arts.meta, models_dir=str(arts.folder.resolve()))
         rec.store.record_variant(rec.run_id, variant, sha256=art.sha256, station=station.spec.name, factory=art.row)
-        if art.roc_plot is not None:
-            rec.keep_file(variant, "roc", art.roc_plot, f"{variant}-roc.png")
-        if art.weights_plot is not None:
-            rec.keep_file(variant, "weights", art.weights_plot, f"{art.recipe}-weights.png")
-        if not art.tflm_ok:
+        snap = self.snapshot(variant)
+        if snap.roc_png is not None:
+            rec.keep_file(variant, "roc", snap.roc_png, f"{variant}-roc.png")
+        if snap.weights_png is not None:
+            rec.keep_file(variant, "weights", snap.weights_png, f"{art.recipe}-weights.png")
+        if not art.tflm_ok or snap.model is None:
             raise Skipped(f"{variant} is not deployable on TFLite Micro: {art.tflm_error}")
-        model = art.model_bytes()
+        model = snap.model
         figures: dict[str, Figure] = {}
 
         def keep(metric: str, fig: Figure) -> None:
@@ -424,7 +441,7 @@ class Campaign:
             ds = self.dataset()
             n = self.options.accuracy_samples or len(ds.x_test)
             self.progress(f"{variant}: streaming {n} test images for on-device accuracy")
-            acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=art.host_outputs())
+            acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=snap.host_outputs)
             self.phases["accuracy_s"] += time.perf_counter() - t2
         keep("accuracy", Figure(acc.accuracy_pct, trials=acc.samples))
         keep("output_agreement", Figure(acc.agreement_pct, trials=acc.samples))

@@ -159,7 +159,7 @@ def _void_reason(report: PowerReport, result: InferResult, n: int, resyncs: int)
         return f"the board reports {result.n} inferences, {n} were requested"
     if not report.valid:
         return None  # already invalid for its own reason
-    if report.n_inferences != n:
+    if report.n_inferences < n:  # more can be warm-up inferences in the pre-trigger part of the record
         return f"the scope saw {report.n_inferences} inference windows, the board ran {n}"
     latency_ms = result.mean_us / 1e3
     off = abs(report.pulse_width_ms.mean - latency_ms) / latency_ms * 100 if latency_ms > 0 else math.inf

@@ -139,6 +139,27 @@ class VariantArtifact:
             raise ModelError(f"{path}: unreadable host outputs ({exc}); rebuild the variants") from None
 
 
+    def snapshot(self) -> VariantSnapshot:
+        """Everything of this variant read into memory at once (model checked against its sha256), so a
+        rebuild of the folder by another run cannot change or remove it mid-measurement."""
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        model = self.model_bytes() if self.tflm_ok else None
+        return VariantSnapshot(self, model, self.host_outputs(), read(self.roc_plot), read(self.weights_plot))
+
+
+@dataclass(frozen=True)
+class VariantSnapshot:
+    """A variant's files as they were when read (see `VariantArtifact.snapshot`)."""
+
+    artifact: VariantArtifact
+    model: bytes | None  # None when TFLM cannot run it
+    host_outputs: np.ndarray | None
+    roc_png: bytes | None
+    weights_png: bytes | None
+
+
 @dataclass(frozen=True)
 class ArtifactSet:
     """A whole factory folder: its metadata and its variants in build order."""

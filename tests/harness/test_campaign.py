@@ -201,3 +201,21 @@ def test_pytest_refuses_an_unwritable_report_dir_before_the_session(tmp_path: Pa
     assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-2000:]
     assert f"hil: --report-dir {tmp_path / 'a-file' / 'report'}: not a writable folder" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+
+
+@pytest.mark.slow
+def test_two_runs_with_other_variants_in_one_checkout_do_not_pull_files_from_under_each_other(
+    workspace: Path,
+) -> None:
+    """Run B rebuilds the shared factory folder with only its variants while run A is still measuring."""
+    a = Campaign(_options(workspace, variants=["baseline-int8"], results_db=workspace / "a.sqlite"))
+    b = Campaign(_options(workspace, variants=["baseline-no_opt"], results_db=workspace / "b.sqlite"))
+    try:
+        a.artifacts()
+        b.artifacts()  # the folder now holds only baseline-no_opt
+        assert "baseline-int8" not in load_artifacts(workspace / "models")
+        figures = a.measure("baseline-int8")
+    finally:
+        a.close()
+        b.close()
+    assert figures["energy_mj"].valid and figures["accuracy"].valid and figures["flash_kb"].value > 0

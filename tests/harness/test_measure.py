@@ -42,7 +42,7 @@ def test_a_reset_during_a_capture_voids_it_and_the_remeasured_figure_is_right(ti
     assert resyncs == 1
     assert any("capture void (the board reset or the serial link resynchronised" in x for x in lines), lines
     assert all(t.report.valid and t.void is None for t in faulty.trials)  # the void one was measured again
-    assert all(t.report.n_inferences == faulty.n for t in faulty.trials)
+    assert all(t.report.n_inferences >= faulty.n for t in faulty.trials)
     power, reference = faulty.figures()["power_mw"].value, clean.figures()["power_mw"].value
     assert power == pytest.approx(reference, rel=0.05)
 
