@@ -107,6 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hil: budget tests that run model variants on a bench")
     config.addinivalue_line("markers", "slow: tests that take more than a few seconds")
     if _hil_run(config) and not hasattr(config, "workerinput"):
+        _check_path_options(config)
         try:
             _campaign(config).options.validate()
             _campaign(config).options.check_outputs()
@@ -117,6 +118,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_OutcomeRecorder(config), "hil-outcomes")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "hil-xdist")
+
+
+PATH_OPTIONS = ("--bench", "--budgets", "--models-config", "--models-dir", "--results-db", "--report-dir")
+
+
+def _check_path_options(config: pytest.Config) -> None:
+    """`--bench /elsewhere/b.yaml` (space-separated): pytest reads the value as a test path before this plugin's
+    options are known, and moves its rootdir there. Say so and give the form that works, instead of the
+    "import file mismatch" pytest would end with."""
+    args, here = list(config.invocation_params.args), config.invocation_params.dir
+    for option, value in zip(args, args[1:], strict=False):
+        if option in PATH_OPTIONS and not (here / value).resolve().is_relative_to(here):
+            raise pytest.UsageError(
+                f"hil: {option} {value}: a path outside {here} after a space is taken by pytest for a test path "
+                f"(its rootdir moves to {config.rootpath}); write {option}={value}"
+            )
 
 
 class _XdistHooks:

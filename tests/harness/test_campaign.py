@@ -219,3 +219,18 @@ def test_two_runs_with_other_variants_in_one_checkout_do_not_pull_files_from_und
         a.close()
         b.close()
     assert figures["energy_mj"].valid and figures["accuracy"].valid and figures["flash_kb"].value > 0
+
+
+def test_a_bench_outside_the_checkout_after_a_space_gets_the_form_that_works(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bench = tmp_path / "bench.yaml"
+    shutil.copyfile(ROOT / "bench.yaml", bench)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "hil", "-p", "no:cacheprovider", "--collect-only",
+                        "-q", "--bench", str(bench)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 4
+    assert f"hil: --bench {bench}: a path outside {ROOT}" in r.stderr and f"write --bench={bench}" in r.stderr
+    ok = subprocess.run([sys.executable, "-m", "pytest", "-m", "hil", "-p", "no:cacheprovider", "--collect-only",
+                         "-q", f"--bench={bench}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "tests collected" in ok.stdout
