@@ -5,6 +5,10 @@ Wiring (see "Measuring power" in README.md): `low_side` (shunt in the ground ret
 `amplifier` (a current-sense amplifier of gain `amplifier_gain` feeding one channel). All three give the
 shunt voltage Vs; current I = Vs / R, board voltage = supply - Vs (burden correction) and P = V_board * I.
 
+A power meter (or `instruments.meters.ScopeCurrentSource`) gives the current itself: pass it as
+`analyze(current=..., supply_volts=...)`; then P = (supply - I * burden_ohms) * I and the wiring modes, which
+describe a scope and shunt, do not apply. A meter's marker is a logic waveform (0/1) and is cut at 0.5.
+
 Inference windows come from the marker (GPIO high during inference; edges with hysteresis, interpolated
 within a sample) or, without a marker, from the current (activity above idle, with hysteresis).
 Integrals use the midpoint rule: sample k stands for [t_k - dt/2, t_k + dt/2); window edges fall inside
@@ -20,9 +24,12 @@ from typing import Any
 import numpy as np
 
 from hil.errors import HilError
+from instruments.meters.base import is_current, is_logic
 from instruments.waveform import Waveform
 
 WIRINGS = ("low_side", "high_side", "amplifier")
+#: `PowerReport.wiring` of an analysis of a current waveform (a meter): no shunt arithmetic.
+CURRENT_INPUT = "current"
 MIN_SAMPLES_PER_WINDOW = 20
 #: Hysteresis band on each side of the threshold, as a fraction of the signal's two-level span.
 HYSTERESIS = 0.1
@@ -125,6 +132,14 @@ def power_series(
     return power
 
 
+def current_power_series(current: np.ndarray, *, supply_volts: float, burden_ohms: float = 0.0) -> np.ndarray:
+    """Board power in watts per sample from the current in A: P = (supply - I * burden_ohms) * I."""
+    power = np.multiply(current, -float(burden_ohms))
+    power += supply_volts
+    power *= current
+    return power
+
+
 def differential(plus: Waveform, minus: Waveform) -> Waveform:
     """CH+ minus CH- as one waveform (high-side shunt measured with two single-ended channels)."""
     _check_aligned(plus, minus, "shunt_ref")
@@ -199,45 +214,74 @@ def _two_levels(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def analyze(
-    shunt: Waveform, marker: Waveform | None = None, *, shunt_ohms: float, supply_volts: float,
-    marker_threshold: float | None = None, burden_correction: bool = True, wiring: str = "low_side",
-    amplifier_gain: float = 1.0, shunt_ref: Waveform | None = None,
+    shunt: Waveform | None = None, marker: Waveform | None = None, *, shunt_ohms: float | None = None,
+    supply_volts: float, marker_threshold: float | None = None, burden_correction: bool = True,
+    wiring: str = "low_side", amplifier_gain: float = 1.0, shunt_ref: Waveform | None = None,
+    current: Waveform | None = None, burden_ohms: float = 0.0,
 ) -> PowerReport:
-    """Analyse one capture. `shunt_ref` is the second channel for `high_side` measured as CH1 - CH2."""
-    if wiring not in WIRINGS:
-        raise HilError(f"wiring must be one of {', '.join(WIRINGS)}, got {wiring!r}")
-    if not shunt_ohms > 0:
-        raise HilError(f"shunt_ohms must be positive, got {shunt_ohms!r}")
-    if not supply_volts > 0:
-        raise HilError(f"supply_volts must be positive, got {supply_volts!r}")
-    gain = float(amplifier_gain) if wiring == "amplifier" else 1.0
-    if not gain > 0:
-        raise HilError(f"amplifier_gain must be positive, got {amplifier_gain!r}")
-    if shunt_ref is not None and wiring != "high_side":
-        raise HilError("shunt_ref (a second shunt channel) only applies to wiring='high_side'")
+    """Analyse one capture. `shunt_ref` is the second channel for `high_side` measured as CH1 - CH2.
+
+    Give either `shunt` (volts across the shunt, with `shunt_ohms` and the wiring) or `current` (amperes,
+    from a meter; `burden_ohms` is the resistance between the supply and the board whose drop to subtract).
+    """
     warnings: list[str] = []
-    measured = differential(shunt, shunt_ref) if shunt_ref is not None else shunt
+    if current is not None:  # a meter: amperes already, no shunt arithmetic
+        if shunt is not None or shunt_ref is not None:
+            raise HilError("give analyze either shunt volts or current=, not both")
+        if not is_current(current):
+            raise HilError(f"current= waveform {current.channel} is not marked as amperes (settings['unit'] == "
+                           "'A'); pass shunt volts as the first argument with shunt_ohms")
+        if not supply_volts > 0:
+            raise HilError(f"supply_volts must be positive, got {supply_volts!r}")
+        if not (burden_ohms >= 0 and math.isfinite(burden_ohms)):
+            raise HilError(f"burden_ohms must be >= 0, got {burden_ohms!r}")
+        primary = measured = current
+        wiring = CURRENT_INPUT
+        scale = 1.0  # the samples are amperes
+        power = current_power_series(current.volts, supply_volts=supply_volts, burden_ohms=burden_ohms)
+    else:
+        if shunt is None:
+            raise HilError("analyze needs a shunt waveform (volts) or current= (amperes)")
+        if is_current(shunt):
+            raise HilError(f"waveform {shunt.channel} holds current in A, not shunt volts; pass it as current=")
+        if shunt_ohms is None:
+            raise HilError("shunt_ohms is required to analyse shunt volts")
+        if wiring not in WIRINGS:
+            raise HilError(f"wiring must be one of {', '.join(WIRINGS)}, got {wiring!r}")
+        if not shunt_ohms > 0:
+            raise HilError(f"shunt_ohms must be positive, got {shunt_ohms!r}")
+        if not supply_volts > 0:
+            raise HilError(f"supply_volts must be positive, got {supply_volts!r}")
+        gain = float(amplifier_gain) if wiring == "amplifier" else 1.0
+        if not gain > 0:
+            raise HilError(f"amplifier_gain must be positive, got {amplifier_gain!r}")
+        if shunt_ref is not None and wiring != "high_side":
+            raise HilError("shunt_ref (a second shunt channel) only applies to wiring='high_side'")
+        primary = shunt
+        measured = differential(shunt, shunt_ref) if shunt_ref is not None else shunt
+        scale = 1.0 / (gain * shunt_ohms)  # A per volt at the scope input
+        power = power_series(measured.volts, shunt_ohms=shunt_ohms, supply_volts=supply_volts, gain=gain,
+                             burden_correction=burden_correction)
+        if shunt_ref is not None:
+            warnings.append(
+                f"high-side CH{shunt.channel} - CH{shunt_ref.channel}: each channel resolves only "
+                f"{shunt.step_v * 1e3:.3g} mV at the 5 V common mode; a differential probe or amplifier is better"
+            )
     if marker is not None:
-        _check_aligned(shunt, marker, "marker")
+        _check_aligned(primary, marker, "marker")
+    logic_marker = marker is not None and is_logic(marker)
+    if logic_marker:  # the meter's input already applied its threshold: 0/1, cut in the middle
+        marker_threshold = None
 
     n, dt, t0 = len(measured), measured.dt, measured.t0
-    scale = 1.0 / (gain * shunt_ohms)  # A per volt at the scope input
     v = measured.volts
-    power = power_series(v, shunt_ohms=shunt_ohms, supply_volts=supply_volts, gain=gain,
-                         burden_correction=burden_correction)
-
     resolution_a = measured.step_v * scale
-    if shunt_ref is not None:
-        warnings.append(
-            f"high-side CH{shunt.channel} - CH{shunt_ref.channel}: each channel resolves only "
-            f"{shunt.step_v * 1e3:.3g} mV at the 5 V common mode; a differential probe or amplifier is better"
-        )
 
     # ---- windows --------------------------------------------------------------------------------
     if marker is not None:
         source = "marker"
         mlo, mhi, _ = _two_levels(marker.volts)
-        threshold = marker_threshold if marker_threshold is not None else (mlo + mhi) / 2
+        threshold = marker_threshold if marker_threshold is not None else (0.5 if logic_marker else (mlo + mhi) / 2)
         band = HYSTERESIS * max(mhi - mlo, 1e-12)
         signal = marker.volts
         found = mhi - mlo > 0 and mlo < threshold < mhi
@@ -292,9 +336,12 @@ def analyze(
 
     # ---- validity -------------------------------------------------------------------------------
     spw = int(np.floor(widths.min() / dt)) if widths.size else 0
-    clipped = bool(shunt.clipped or (shunt_ref is not None and shunt_ref.clipped))
+    clipped = bool(primary.clipped or (shunt_ref is not None and shunt_ref.clipped))
     reason = None
-    if clipped:
+    if clipped and current is not None:
+        reason = (f"current channel {measured.channel} over range ({measured.idn}); "
+                  "the meter's largest range is exceeded")
+    elif clipped:
         reason = (f"shunt channel {measured.channel} clipped at the ADC rails; "
                   "increase volts/div or fix the offset")
     elif starts.size == 0:
@@ -308,7 +355,9 @@ def analyze(
     mean_current = avg_power / supply_volts
     if mean_current > 0 and resolution_a > COARSE_RESOLUTION * mean_current:
         warnings.append(f"current resolution {resolution_a * 1e3:.3g} mA is coarse for a mean current of "
-                        f"{mean_current * 1e3:.3g} mA; lower volts/div, use a 12-bit scope or an amplifier")
+                        f"{mean_current * 1e3:.3g} mA; "
+                        + ("the meter's range is too wide for this board" if current is not None
+                           else "lower volts/div, use a 12-bit scope or an amplifier"))
     if marker is not None and marker.clipped:
         warnings.append(f"marker channel {marker.channel} clipped (harmless for edge timing)")
 
@@ -321,11 +370,18 @@ def analyze(
 
     windows = [InferenceWindow(float(t0 + s * dt), float(t0 + e * dt), float(en * 1e3), float(de * 1e3))
                for s, e, en, de in zip(starts, ends, energy, dyn_energy, strict=True)]
-    params = {"shunt_ohms": shunt_ohms, "supply_volts": supply_volts, "marker_threshold": marker_threshold,
-              "threshold_used": float(threshold), "burden_correction": burden_correction, "wiring": wiring,
-              "amplifier_gain": gain}
-    prov = {"shunt": shunt.provenance(), "marker": marker.provenance() if marker is not None else None,
-            "shunt_ref": shunt_ref.provenance() if shunt_ref is not None else None}
+    marker_prov = marker.provenance() if marker is not None else None
+    if current is not None:
+        params = {"input": CURRENT_INPUT, "shunt_ohms": None, "supply_volts": supply_volts,
+                  "marker_threshold": marker_threshold, "threshold_used": float(threshold),
+                  "burden_ohms": burden_ohms, "wiring": wiring, "amplifier_gain": None}
+        prov = {"shunt": None, "current": current.provenance(), "marker": marker_prov, "shunt_ref": None}
+    else:
+        params = {"shunt_ohms": shunt_ohms, "supply_volts": supply_volts, "marker_threshold": marker_threshold,
+                  "threshold_used": float(threshold), "burden_correction": burden_correction, "wiring": wiring,
+                  "amplifier_gain": gain}
+        prov = {"shunt": shunt.provenance(), "marker": marker_prov,
+                "shunt_ref": shunt_ref.provenance() if shunt_ref is not None else None}
     return PowerReport(
         valid=reason is None, reason=reason, wiring=wiring, window_source=source,
         n_inferences=int(starts.size),
