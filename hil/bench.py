@@ -16,6 +16,7 @@ from hil.errors import HilError
 from models.config_file import read_yaml_mapping
 
 VIRTUAL = "virtual"
+QEMU = "qemu"  # `port: qemu`: the firmware's STM32F405 port emulated in qemu-system-arm (hil/qemu.py)
 DEFAULT_BENCH_FILE = "bench.yaml"
 
 
@@ -63,7 +64,7 @@ class BoardConfig(_Strict):
     """One device under test: its serial port (or `virtual`) and what the firmware is configured with."""
 
     name: str = "esp32-0"
-    chip: Literal["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"] = "esp32"
+    chip: Literal["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6", "stm32f405"] = "esp32"
     port: str = VIRTUAL
     baud: int = Field(115200, ge=9600, le=5_000_000)
     cpu_mhz: int = Field(240, ge=1, le=400)
@@ -77,6 +78,11 @@ class BoardConfig(_Strict):
     def is_virtual(self) -> bool:
         """True for the virtual ESP32."""
         return self.port == VIRTUAL
+
+    @property
+    def is_emulated(self) -> bool:
+        """True for the firmware emulated in QEMU (`port: qemu`, chip stm32f405)."""
+        return self.port == QEMU
 
 
 class VirtualConfig(_Strict):
@@ -98,12 +104,25 @@ class BenchConfig(_Strict):
     virtual: VirtualConfig = VirtualConfig()
 
     @model_validator(mode="after")
+    def _qemu_is_the_stm32_port(self) -> BenchConfig:
+        for b in self.boards:
+            if (b.port == QEMU) != (b.chip == "stm32f405"):
+                raise ValueError(f"board {b.name!r}: port qemu runs the STM32F405 port (chip: stm32f405), and "
+                                 "chip stm32f405 is only emulated here (port: qemu)")
+        return self
+
+    @model_validator(mode="after")
     def _unique_boards(self) -> BenchConfig:
         names = [b.name for b in self.boards]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"board names must be unique, repeated: {', '.join(dup)}")
         return self
+
+    @property
+    def is_emulated(self) -> bool:
+        """True when a board is emulated in QEMU (its latency is instruction-count time, not silicon time)."""
+        return any(b.is_emulated for b in self.boards)
 
     @property
     def is_virtual(self) -> bool:

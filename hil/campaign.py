@@ -29,6 +29,7 @@ Progress = Callable[[str], None]
 # differently in the last bit, which can flip a near-tie.
 OUTPUT_AGREEMENT_MIN_PCT = 98.0
 OUTPUT_COSINE_MIN = 0.99
+DEVICE_ACCURACY_METRICS = ("accuracy", "output_agreement", "output_cosine")
 
 
 class Skipped(Exception):
@@ -104,7 +105,9 @@ def cross_checks(variant: str, figures: dict[str, Figure]) -> dict[str, Verdict]
     out: dict[str, Verdict] = {}
     pulse = figures.get("pulse_vs_latency_pct")
     if pulse is not None:
-        if not pulse.valid or pulse.value is None:
+        if pulse.skipped:
+            out["pulse_vs_latency_pct"] = Verdict("skipped", pulse.reason or "not measurable here")
+        elif not pulse.valid or pulse.value is None:
             out["pulse_vs_latency_pct"] = Verdict("failed", f"{variant}: no valid scope capture: {pulse.reason}")
         else:
             width, latency = figures["pulse_width_ms"].value, figures["latency_ms"].value
@@ -114,7 +117,9 @@ def cross_checks(variant: str, figures: dict[str, Figure]) -> dict[str, Verdict]
                 f"by {pulse.value:.2f} % (max {PULSE_VS_LATENCY_MAX_PCT} %)"))
     agreement, cosine = figures.get("output_agreement"), figures.get("output_cosine")
     if agreement is not None and cosine is not None:
-        if agreement.value is None or cosine.value is None:
+        if agreement.skipped:
+            out["output_agreement"] = Verdict("skipped", agreement.reason or "not measurable here")
+        elif agreement.value is None or cosine.value is None:
             out["output_agreement"] = Verdict("failed", f"{variant}: no host TFLM outputs to compare with")
         elif agreement.value < OUTPUT_AGREEMENT_MIN_PCT:
             out["output_agreement"] = Verdict("failed", (
@@ -176,7 +181,7 @@ class RunRecorder:
 
     def record(self, variant: str, metric: str, fig: Figure) -> None:
         self.store.record(self.run_id, variant, metric, fig.value, valid=fig.valid, reason=fig.reason,
-                          trials=fig.trials, spread=fig.spread)
+                          trials=fig.trials, spread=fig.spread, skipped=fig.skipped)
 
     def record_missing(self, variant: str, metrics: list[str], reason: str, *, skipped: bool) -> None:
         """Every metric not measured yet gets a row with the reason: nothing is silently absent."""
@@ -283,11 +288,12 @@ class Campaign:
             o = self.options
             flags = {"variants": selected, "trials": o.trials, "warmup": o.warmup, "inferences": o.inferences,
                      "window_s": o.window, "accuracy_samples": o.accuracy_samples, "data": o.data}
-            meta = {"bench_name": str(o.bench), "simulated": self.bench.is_virtual,
+            meta = {"bench_name": str(o.bench), "simulated": self.bench.is_virtual or self.bench.is_emulated,
+                    "emulated": self.bench.is_emulated,
                     "budgets": {v: {m: {"min": lim.min, "max": lim.max} for m, lim in budgets.for_variant(v).items()}
                                 for v in selected}}
             self._recorder = RunRecorder(o.results_db, session=self.session, flags=flags, meta=meta,
-                                         simulated=self.bench.is_virtual, bench=str(o.bench))
+                                         simulated=meta["simulated"], bench=str(o.bench))
         return self._recorder
 
     # -- inputs ---------------------------------------------------------------------------------------
@@ -388,7 +394,7 @@ class Campaign:
         return self._measured[variant]
 
     def _measure(self, variant: str) -> dict[str, Figure]:
-        from hil.measure import measure_accuracy, measure_power
+        from hil.measure import POWER_METRICS, measure_accuracy, measure_latency, measure_power
 
         arts = self.artifacts()
         art = arts[variant]
@@ -427,16 +433,29 @@ class Campaign:
                               simulated=station.simulated or hello.simulated)
             if not hello.model_ok:  # the host runtime runs it, so the board refusing it is a failure
                 raise HilError(f"the board refused the model: {hello.model_error}")
+            unavailable = station.model_figures_unavailable(hello)
+            if unavailable is not None:  # every figure of the model on this board would be wrong: none is taken
+                for metric in ("arena_kb", "latency_ms", "latency_p95_ms", *POWER_METRICS, *DEVICE_ACCURACY_METRICS):
+                    keep(metric, Figure.not_measurable(unavailable))
+                return figures
             keep("arena_kb", Figure((hello.arena_used or 0) / 1024))
             t1 = time.perf_counter()
-            with station.scope() as scope:
-                self.suite.setdefault("scope_idn", scope.idn)
-                power = measure_power(dut, scope, station.spec, self.options.settings(),
-                                      progress=lambda s: self.progress(f"{variant}: {s}"))
+            if station.measures_power:
+                with station.scope() as scope:
+                    self.suite.setdefault("scope_idn", scope.idn)
+                    power = measure_power(dut, scope, station.spec, self.options.settings(),
+                                          progress=lambda s: self.progress(f"{variant}: {s}"))
+                for metric, fig in power.figures().items():
+                    keep(metric, fig)
+                rec.save_traces(variant, power)
+            else:
+                for metric, fig in measure_latency(dut, self.options.settings(),
+                                                   progress=lambda s: self.progress(f"{variant}: {s}")).items():
+                    keep(metric, fig)
+                for metric in POWER_METRICS:
+                    keep(metric, Figure.not_measurable(f"{station.spec.name} is emulated in QEMU: no current to "
+                                                       "measure, and its latency is emulated instruction time"))
             self.phases["power_s"] += time.perf_counter() - t1
-            for metric, fig in power.figures().items():
-                keep(metric, fig)
-            rec.save_traces(variant, power)
             t2 = time.perf_counter()
             ds = self.dataset()
             n = self.options.accuracy_samples or len(ds.x_test)
@@ -454,8 +473,8 @@ class Campaign:
         out = {}
         for metric, limit in budgets.for_variant(variant).items():
             fig = figures.get(metric)
-            out[metric] = (judge(limit, fig.value, valid=fig.valid, reason=fig.reason) if fig is not None
-                           else judge(limit, None))
+            out[metric] = (judge(limit, fig.value, valid=fig.valid, reason=fig.reason, skipped=fig.skipped)
+                           if fig is not None else judge(limit, None))
         return {**out, **cross_checks(variant, figures)}
 
     # -- ending ---------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ MARKER_LOGIC_V = 3.3
 RANGING_FULL_SCALE_V = 0.25  # first look at the shunt: 5 A through 0.05 ohm
 PRE_TRIGGER_FRACTION = 0.08
 MAX_RERANGES = 3
+# What a current capture gives besides the board's own latency (skipped where no current is measured).
+POWER_METRICS = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj",
+                 "dynamic_energy_mj", "pulse_width_ms", "pulse_vs_latency_pct")
 # The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
 # study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
 PULSE_VS_LATENCY_MAX_PCT = 2.0
@@ -47,6 +50,11 @@ class Figure:
     trials: int = 1
     valid: bool = True
     reason: str | None = None
+    skipped: bool = False  # cannot be measured on this bench by design (the reason says why); never a failure
+
+    @classmethod
+    def not_measurable(cls, reason: str) -> Figure:
+        return cls(None, valid=False, reason=reason, skipped=True)
 
 
 @dataclass
@@ -81,9 +89,7 @@ class PowerMeasurement:
         if not valid:
             reason = self.trials[0].report.reason if self.trials else "no capture"
             bad = Figure(None, trials=len(self.trials), valid=False, reason=f"scope capture invalid: {reason}")
-            names = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj",
-                     "dynamic_energy_mj", "pulse_width_ms", "pulse_vs_latency_pct")  # fmt: skip
-            return {**out, **dict.fromkeys(names, bad)}
+            return {**out, **dict.fromkeys(POWER_METRICS, bad)}
         r = [t.report for t in valid]
         out.update(
             power_mw=_median([x.avg_power_mw for x in r]),
@@ -222,6 +228,19 @@ def _trial(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms
         full_scale *= 2
     t.full_scale = full_scale
     return t
+
+
+def measure_latency(dut: DutClient, settings: Settings = Settings(), *,
+                    progress: Callable[[str], None] = lambda _: None) -> dict[str, Figure]:
+    """Latency from the board's own timer alone (no current capture): `settings.trials` runs of `infer N W`."""
+    probe = dut.infer(3, 1)
+    n = min(settings.inferences or max(2, math.ceil(settings.window_s / max(probe.max_us / 1e6, 1e-6))), 1000)
+    runs = []
+    for trial in range(settings.trials):
+        runs.append(dut.infer(n, settings.warmup))
+        progress(f"trial {trial + 1}/{settings.trials}: {n} inferences, latency {runs[-1].mean_us / 1e3:.3f} ms")
+    return {"latency_ms": _median([r.mean_us / 1e3 for r in runs]),
+            "latency_p95_ms": _median([float(np.percentile(r.latency_ms, 95)) for r in runs])}
 
 
 @dataclass(frozen=True)

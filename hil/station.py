@@ -23,9 +23,15 @@ class Station(ABC):
     """One board and the scope that measures it. Use as a context manager, or `start()` / `stop()`."""
 
     simulated: bool = False
+    emulated: bool = False  # the firmware runs in an emulator: latency is instruction-count time
+    measures_power: bool = True  # False: no current can be measured (power figures are skipped with a reason)
 
     def __init__(self, spec: StationSpec):
         self.spec = spec
+
+    def model_figures_unavailable(self, hello) -> str | None:
+        """Why the board's latency, arena and outputs are not the model's (None: they are)."""
+        return None
 
     @property
     def board(self) -> BoardConfig:
@@ -169,10 +175,69 @@ class RealStation(Station):
         flash_model(self.port, image, build_dir=self.build_dir, console_baud=self.spec.baud)
 
 
+class QemuStation(Station):
+    """The firmware's STM32F405 port in qemu-system-arm (`port: qemu`): the real protocol over a pty, latency
+    in emulated instruction time, no power (there is no current to measure)."""
+
+    emulated = True
+    measures_power = False
+
+    def __init__(self, spec: StationSpec):
+        super().__init__(spec)
+        self._board = None  # hil.qemu.QemuBoard
+
+    def start(self) -> QemuStation:
+        from hil.qemu import QemuBoard, build_firmware, qemu_missing_reason
+
+        reason = qemu_missing_reason()
+        if reason is not None:
+            raise AppUnavailable(reason)
+        if self._board is None:
+            try:
+                firmware = build_firmware()
+            except HilError as exc:
+                raise AppUnavailable(str(exc)) from None
+            self._board = QemuBoard(firmware)
+        return self
+
+    def stop(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+
+    @property
+    def port(self) -> str:
+        if self._board is None or self._board.port is None:
+            raise HilError(f"station {self.spec.name!r}: the emulated board has no model flashed yet")
+        return self._board.port
+
+    @property
+    def scope_resource(self) -> str:
+        raise HilError(f"station {self.spec.name!r} is emulated in QEMU: there is no current to measure")
+
+    def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
+        from hil.firmware import Partition, check_fits, pack_model
+        from hil.qemu import MODEL_PARTITION_ADDR, MODEL_PARTITION_BYTES
+
+        if self._board is None:
+            raise HilError(f"station {self.spec.name!r} is not started")
+        image = pack_model(model, arena_bytes=arena_bytes, source=source)
+        check_fits(image, Partition("model", "data", "flash", MODEL_PARTITION_ADDR, MODEL_PARTITION_BYTES))
+        self._board.flash(image)
+
+    def model_figures_unavailable(self, hello) -> str | None:
+        if hello.simulated:
+            return ("the emulated firmware links the fake model runner (built without TFLM_DIR): its latency, "
+                    "arena and outputs are not the model's; build the port with TFLM (firmware/README.md)")
+        return None
+
+
 def open_station(config: BenchConfig, board: str | None = None) -> Station:
-    """The station of the named board (or the first): virtual or real, as the bench file says."""
+    """The station of the named board (or the first): virtual, emulated or real, as the bench file says."""
     spec = config.station(board)
-    return VirtualStation(spec, config) if spec.board.is_virtual else RealStation(spec)
+    if spec.board.is_virtual:
+        return VirtualStation(spec, config)
+    return QemuStation(spec) if spec.board.is_emulated else RealStation(spec)
 
 
 def _build_dir(chip: str) -> Path | None:

@@ -41,6 +41,8 @@ SIMULATED_BANNER = ("SIMULATED RUN — latency, power and energy come from the v
 
 
 def _sim(data: report_data.ReportData) -> str:
+    if data.meta.get("emulated"):
+        return " (emulated)"
     return " (simulated)" if data.simulated else ""
 
 
@@ -60,10 +62,22 @@ def run_phases(meta: dict[str, Any]) -> dict[str, float]:
     return total
 
 
+EMULATED_BANNER = ("EMULATED: the firmware ran in qemu-system-arm. Latencies are emulated instruction time "
+                   "(-icount), not silicon time; no power was measured.")
+
+
+def _figures_kind(data: report_data.ReportData) -> str:
+    if data.meta.get("emulated"):
+        return "EMULATED (QEMU: instruction-count latency, no power)"
+    return "SIMULATED (virtual bench)" if data.simulated else "measured on hardware"
+
+
 def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
     run, meta = data.run, data.meta
     blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{_sim(data)}")]
-    if data.simulated:
+    if data.meta.get("emulated"):
+        blocks.append(Banner(EMULATED_BANNER))
+    elif data.simulated:
         blocks.append(Banner(SIMULATED_BANNER))
     phases = run_phases(meta)
     items = [
@@ -72,7 +86,7 @@ def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
         f"**Bench** {meta.get('bench_name') or run.bench}: board `{meta.get('board_id') or '–'}`, "
         f"scope `{meta.get('scope_idn') or '–'}`",
         f"**Firmware** `{meta.get('firmware') or '–'}`",
-        f"**Figures** {'SIMULATED (virtual bench)' if data.simulated else 'measured on hardware'}",
+        f"**Figures** {_figures_kind(data)}",
     ]
     options = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in (run.flags or {}).items()
                if k != "session" and v is not None}

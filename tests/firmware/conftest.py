@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from hil.errors import HilError
+from hil.qemu import ICOUNT_SHIFT, QemuFirmware, build_firmware, qemu_command
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST_DIR = ROOT / "firmware" / "host"
 CORE_DIR = ROOT / "firmware" / "main" / "core"
@@ -153,77 +156,17 @@ def core_process(host_core: HostCore):
 # -- the STM32F405 port in QEMU -------------------------------------------------------------------------
 
 STM32_DIR = ROOT / "firmware" / "stm32f405"
-STM32_BUILD_DIR = STM32_DIR / "build"
-MODEL_PARTITION_ADDR = 0x08080000  # firmware/stm32f405/stm32f405.ld
-# -icount shift=N: every emulated instruction takes 2**N ns of virtual time, so SysTick latencies are a
-# deterministic function of the code that ran.
-ICOUNT_SHIFT = 3
-
-
-@dataclass(frozen=True)
-class Stm32Build:
-    """The port's ELF files: the firmware and the JSON-under-newlib-nano self-test."""
-
-    firmware: Path
-    json_selftest: Path
-    seconds: float  # how long the build took (0 when cached)
-
-
-def _stm32_sources_hash() -> str:
-    h = hashlib.sha256()
-    files = [p for p in sorted(STM32_DIR.iterdir()) if p.is_file()] + sorted(CORE_DIR.iterdir())
-    files += [OPS_TXT, *sorted(CMAKE_DIR.iterdir()), HOST_DIR / "fakes.hpp"]
-    for path in files:
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def build_stm32() -> Stm32Build:
-    missing = [t for t in ("arm-none-eabi-g++", "cmake", "make") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(
-            f"the STM32F405 port needs {', '.join(missing)} "
-            "(apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib cmake)"
-        )
-    STM32_BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    result = Stm32Build(STM32_BUILD_DIR / "hil_stm32f405.elf", STM32_BUILD_DIR / "hil_json_selftest.elf", 0.0)
-    stamp = STM32_BUILD_DIR / ".sources-sha256"
-    digest = _stm32_sources_hash()
-    with open(STM32_BUILD_DIR / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        built = result.firmware.exists() and result.json_selftest.exists()
-        if built and stamp.exists() and stamp.read_text() == digest:
-            return result
-        t0 = time.monotonic()
-        steps = [
-            ["cmake", "-S", str(STM32_DIR), "-B", str(STM32_BUILD_DIR),
-             f"-DCMAKE_TOOLCHAIN_FILE={STM32_DIR / 'arm-none-eabi.cmake'}"],
-            ["cmake", "--build", str(STM32_BUILD_DIR), "-j", str(os.cpu_count() or 2)],
-        ]  # fmt: skip
-        for cmd in steps:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                pytest.fail(f"STM32F405 build failed: {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-        stamp.write_text(digest)
-        return Stm32Build(result.firmware, result.json_selftest, time.monotonic() - t0)
 
 
 @pytest.fixture(scope="session")
-def stm32_build() -> Stm32Build:
-    """The Cortex-M4F port built with arm-none-eabi-g++ (cached by source hash in firmware/stm32f405/build)."""
-    return build_stm32()
-
-
-def qemu_command(elf: Path, image: Path | None = None, shift: int = ICOUNT_SHIFT) -> list[str]:
-    """QEMU's netduinoplus2 with USART1 (its first -serial) on stdio, semihosting for the exit code, and
-    the model image written into the model partition's flash."""
-    cmd = [
-        "qemu-system-arm", "-M", "netduinoplus2", "-nographic", "-monitor", "none", "-serial", "stdio",
-        "-semihosting-config", "enable=on,target=native", "-icount", f"shift={shift}", "-kernel", str(elf),
-    ]  # fmt: skip
-    if image is not None:
-        cmd += ["-device", f"loader,file={image},addr={MODEL_PARTITION_ADDR:#x}"]
-    return cmd
+def stm32_build() -> QemuFirmware:
+    """The Cortex-M4F port built with arm-none-eabi-g++ (hil.qemu.build_firmware: cached by source hash)."""
+    try:
+        return build_firmware()
+    except HilError as exc:
+        if "needs" in str(exc):
+            pytest.skip(str(exc))
+        pytest.fail(str(exc))
 
 
 def need_qemu() -> None:
@@ -270,14 +213,14 @@ class QemuProcess(CoreProcess):
 
 
 @pytest.fixture
-def qemu_board(stm32_build: Stm32Build):
+def qemu_board(stm32_build: QemuFirmware):
     """Factory: boot the STM32F405 firmware in QEMU with a model image; every board is stopped at the end
     (and must not have exited by itself: a fault ends QEMU through semihosting with code 100)."""
     need_qemu()
     started: list[QemuProcess] = []
 
     def start(image: Path | None, shift: int = ICOUNT_SHIFT) -> QemuProcess:
-        board = QemuProcess(qemu_command(stm32_build.firmware, image, shift))
+        board = QemuProcess(qemu_command(stm32_build.firmware, image, shift=shift))
         started.append(board)
         board.wait_ready()
         return board
