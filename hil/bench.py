@@ -17,6 +17,8 @@ from models.config_file import read_yaml_mapping
 
 VIRTUAL = "virtual"
 QEMU = "qemu"  # `port: qemu`: the firmware's STM32F405 port emulated in qemu-system-arm (hil/qemu.py)
+#: Highest CPU clock of each chip (datasheets); a board's default `cpu_mhz`.
+CHIP_MAX_MHZ = {"esp32": 240, "esp32s2": 240, "esp32s3": 240, "esp32c3": 160, "esp32c6": 160, "stm32f405": 168}
 DEFAULT_BENCH_FILE = "bench.yaml"
 
 
@@ -60,19 +62,50 @@ class ScopeConfig(_Strict):
         return self.resource == VIRTUAL
 
 
+class MeterConfig(_Strict):
+    """A power meter sampling the board's supply current directly, beside or instead of the scope.
+
+    `resource`: the PPK2's serial port, the Otii server's `host[:port]`, the Joulescope's path or serial
+    (`""`: the first one found), or `virtual` for its simulator on the virtual bench. `settings` go to
+    `instruments.meters.open_meter` (e.g. `mode`, `supply_mv`, `sample_rate`; docs/power-meters.md).
+    """
+
+    kind: Literal["ppk2", "otii", "joulescope"]
+    resource: str = VIRTUAL
+    marker_input: int | None = Field(None, ge=0, le=7)  # digital input of the marker GPIO (None: the meter's default)
+    settings: dict[str, Any] = {}
+
+    @property
+    def is_virtual(self) -> bool:
+        """True for the meter's simulator."""
+        return self.resource == VIRTUAL
+
+
 class BoardConfig(_Strict):
     """One device under test: its serial port (or `virtual`) and what the firmware is configured with."""
 
     name: str = "esp32-0"
     chip: Literal["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6", "stm32f405"] = "esp32"
+    # the kernel library the firmware's TFLM is built with: esp-nn (esp-tflite-micro's default) or TFLM's
+    # reference kernels; the virtual board's cost model depends on it
+    kernels: Literal["esp-nn", "reference"] = "esp-nn"
     port: str = VIRTUAL
     baud: int = Field(115200, ge=9600, le=5_000_000)
-    cpu_mhz: int = Field(240, ge=1, le=400)
+    cpu_mhz: int = Field(None, ge=1, le=400, validate_default=False)  # default: the chip's maximum clock
     marker_gpio: int = Field(4, ge=0, le=48)
     arena_bytes: int = Field(256 * 1024, ge=1024)
     scope: ScopeConfig | None = None  # this board's own scope (a board+scope pair); default: the bench's scope
+    meter: MeterConfig | None = None  # this board's own power meter; default: the bench's meter
     shunt: ShuntConfig | None = None  # this board's own shunt; default: the bench's shunt
     supply_volts: float | None = Field(None, gt=0, le=60)  # this board's supply; default: the bench's
+
+    @model_validator(mode="after")
+    def _chip_clock(self) -> BoardConfig:
+        if self.cpu_mhz is None:
+            self.cpu_mhz = CHIP_MAX_MHZ[self.chip]
+        elif self.cpu_mhz > CHIP_MAX_MHZ[self.chip]:
+            raise ValueError(f"cpu_mhz {self.cpu_mhz} is above the {self.chip}'s {CHIP_MAX_MHZ[self.chip]} MHz")
+        return self
 
     @property
     def is_virtual(self) -> bool:
@@ -86,11 +119,25 @@ class BoardConfig(_Strict):
 
 
 class VirtualConfig(_Strict):
-    """Settings of the virtual bench only: real-time speed factor, random seed, scope input noise."""
+    """Settings of the virtual bench only: wall-time pacing, random seed, scope input noise.
 
-    speed: float = Field(1.0, gt=0, le=1000)
+    Time on the virtual bench is simulated; `time_scale` only paces the replies to wall time (1.0: as long
+    as the chip takes, 0: as fast as the host can) and changes no figure. `speed` is its deprecated alias.
+    """
+
+    time_scale: float = Field(0.0, ge=0, le=1000)
+    speed: float | None = Field(None, gt=0, le=1000)  # deprecated: the same as time_scale
     seed: int = 0
     noise_vrms: float = Field(0.0002, ge=0, le=1.0)
+
+    @model_validator(mode="after")
+    def _speed_is_time_scale(self) -> VirtualConfig:
+        if self.speed is not None:
+            if "time_scale" in self.model_fields_set and self.time_scale != self.speed:
+                raise ValueError(f"speed {self.speed} (deprecated) and time_scale {self.time_scale} disagree; "
+                                 "keep time_scale only")
+            self.time_scale = self.speed
+        return self
 
 
 class BenchConfig(_Strict):
@@ -99,9 +146,17 @@ class BenchConfig(_Strict):
     version: Literal[1] = 1
     supply_volts: float = Field(5.0, gt=0, le=60)
     shunt: ShuntConfig = ShuntConfig()
-    scope: ScopeConfig = ScopeConfig()
+    scope: ScopeConfig | None = ScopeConfig()  # null: no scope (a meter measures instead)
+    meter: MeterConfig | None = None  # a power meter beside (or, with scope: null, instead of) the scope
     boards: list[BoardConfig] = Field(default_factory=lambda: [BoardConfig()], min_length=1)
     virtual: VirtualConfig = VirtualConfig()
+
+    @model_validator(mode="after")
+    def _something_measures_current(self) -> BenchConfig:
+        for b in self.boards:
+            if (b.scope or self.scope) is None and (b.meter or self.meter) is None and b.port != QEMU:
+                raise ValueError(f"board {b.name!r} has neither a scope nor a meter; add scope: or meter:")
+        return self
 
     @model_validator(mode="after")
     def _qemu_is_the_stm32_port(self) -> BenchConfig:
@@ -127,7 +182,7 @@ class BenchConfig(_Strict):
     @property
     def is_virtual(self) -> bool:
         """True when any part of the bench is simulated (its figures are then labelled simulated)."""
-        return self.scope.is_virtual or any(b.is_virtual or (b.scope and b.scope.is_virtual) for b in self.boards)
+        return any(s.simulated for s in self.stations())
 
     def station(self, name: str | None = None) -> StationSpec:
         """The named board (or the first) with its effective scope, shunt and supply: resolved here only."""
@@ -135,6 +190,7 @@ class BenchConfig(_Strict):
         return StationSpec(
             board=b,
             scope=b.scope or self.scope,
+            meter=b.meter or self.meter,
             shunt=b.shunt or self.shunt,
             supply_volts=b.supply_volts if b.supply_volts is not None else self.supply_volts,
             virtual=self.virtual,
@@ -163,7 +219,8 @@ class StationSpec:
     """
 
     board: BoardConfig
-    scope: ScopeConfig
+    scope: ScopeConfig | None  # None: the meter alone measures
+    meter: MeterConfig | None
     shunt: ShuntConfig
     supply_volts: float
     virtual: VirtualConfig
@@ -179,8 +236,9 @@ class StationSpec:
 
     @property
     def simulated(self) -> bool:
-        """True when the board or its scope is simulated (its figures are labelled simulated)."""
-        return self.board.is_virtual or self.scope.is_virtual
+        """True when the board, its scope or its meter is simulated (its figures are labelled simulated)."""
+        return (self.board.is_virtual or (self.scope is not None and self.scope.is_virtual)
+                or (self.meter is not None and self.meter.is_virtual))
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

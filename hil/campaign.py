@@ -8,6 +8,7 @@ both drive this module; budgets and cross-checks are judged by the same function
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -441,9 +442,12 @@ class Campaign:
             keep("arena_kb", Figure((hello.arena_used or 0) / 1024))
             t1 = time.perf_counter()
             if station.measures_power:
-                with station.scope() as scope:
-                    self.suite.setdefault("scope_idn", scope.idn)
-                    power = measure_power(dut, scope, station.spec, self.options.settings(),
+                with _opened(station.scope()) as scope, _opened(station.meter()) as meter:
+                    if scope is not None:
+                        self.suite.setdefault("scope_idn", scope.idn)
+                    if meter is not None:
+                        self.suite.setdefault("meter_idn", meter.idn)
+                    power = measure_power(dut, scope, station.spec, self.options.settings(), meter=meter,
                                           progress=lambda s: self.progress(f"{variant}: {s}"))
                 for metric, fig in power.figures().items():
                     keep(metric, fig)
@@ -527,6 +531,11 @@ class Campaign:
         done.report_error = "; ".join(errors) or None
         store.update_meta(run_id, phases_report={"report_s": time.perf_counter() - t0})
         return done
+
+
+def _opened(instrument):
+    """An open instrument as a context manager that closes it; None (no such instrument) stays None."""
+    return contextlib.nullcontext() if instrument is None else instrument
 
 
 def _default_config() -> Path:

@@ -24,6 +24,8 @@ MAX_RERANGES = 3
 # What a current capture gives besides the board's own latency (skipped where no current is measured).
 POWER_METRICS = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj",
                  "dynamic_energy_mj", "pulse_width_ms", "pulse_vs_latency_pct")
+# A power meter measuring beside the scope: its own figures and how far its energy is from the scope's.
+METER_METRICS = ("meter_energy_mj", "meter_power_mw", "meter_vs_scope_energy_pct")
 # The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
 # study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
 PULSE_VS_LATENCY_MAX_PCT = 2.0
@@ -67,6 +69,7 @@ class Trial:
     marker: object
     void: str | None = None  # why the capture does not show what the board ran (reset, missed inferences ...)
     full_scale: float = 0.0  # the shunt channel's full scale it was taken at
+    meter_report: PowerReport | None = None  # the power meter's analysis of the same run (scope and meter)
 
 
 @dataclass
@@ -78,6 +81,19 @@ class PowerMeasurement:
     gap_ms: int
     trials: list[Trial] = field(default_factory=list)
 
+    @staticmethod
+    def _meter_figures(both: list[Trial]) -> dict[str, Figure]:
+        """The meter's energy and power beside the scope's, and how far apart their energies are."""
+        if not both:
+            bad = Figure(None, valid=False, reason="no trial with a valid scope and meter capture")
+            return dict.fromkeys(METER_METRICS, bad)
+        m = [t.meter_report for t in both]
+        apart = [(mr.energy_per_inference_mj.mean - t.report.energy_per_inference_mj.mean)
+                 / t.report.energy_per_inference_mj.mean * 100 for t, mr in zip(both, m, strict=True)]
+        return {"meter_energy_mj": _median([x.energy_per_inference_mj.mean for x in m]),
+                "meter_power_mw": _median([x.avg_power_mw for x in m]),
+                "meter_vs_scope_energy_pct": _median(apart)}
+
     def figures(self) -> dict[str, Figure]:
         """Median and spread per metric over the valid trials; every metric invalid if none is valid."""
         valid = [t for t in self.trials if t.report.valid]
@@ -88,8 +104,11 @@ class PowerMeasurement:
         }
         if not valid:
             reason = self.trials[0].report.reason if self.trials else "no capture"
-            bad = Figure(None, trials=len(self.trials), valid=False, reason=f"scope capture invalid: {reason}")
+            bad = Figure(None, trials=len(self.trials), valid=False, reason=f"power capture invalid: {reason}")
             return {**out, **dict.fromkeys(POWER_METRICS, bad)}
+        both = [t for t in valid if t.meter_report is not None and t.meter_report.valid]
+        if any(t.meter_report is not None for t in self.trials):
+            out.update(self._meter_figures(both))
         r = [t.report for t in valid]
         out.update(
             power_mw=_median([x.avg_power_mw for x in r]),
@@ -131,30 +150,43 @@ def _configure(scope, spec: StationSpec, n: int, period_s: float, shunt_full_sca
     scope.configure_trigger(sc.marker_channel, MARKER_LOGIC_V / 2, "rising")
 
 
-def _capture(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float) -> Trial:
-    """One armed capture of `infer n`; void (and invalid) when the capture cannot be the run the board reports."""
-    sc = spec.scope
+def _capture(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float,
+             meter=None, meter_s: float | None = None) -> Trial:
+    """One armed capture of `infer n` by the scope, the meter or both at once; void (and invalid) when the
+    capture cannot be the run the board reports."""
     if warmup:
         # Warm up before arming: warm-up inferences in the pre-trigger part of the record would count as idle.
         dut.infer(warmup, 0, 0)
     resyncs = dut.resyncs
-    scope.arm()
+    if meter is not None:
+        meter.arm()
+    if scope is not None:
+        scope.arm()
     result = dut.infer(n, 0, gap_ms)
-    scope.wait_for_trigger(timeout_s=timeout_s)
-    shunt, marker = scope.fetch(sc.shunt_channel, sc.marker_channel)
-    report = analyze(
-        shunt,
-        marker,
-        shunt_ohms=spec.shunt.ohms,
-        supply_volts=spec.supply_volts,
-        wiring=spec.shunt.wiring,  # high_side: one differential channel, the same arithmetic, labelled so
-        amplifier_gain=spec.shunt.gain,
-        marker_threshold=MARKER_LOGIC_V / 2,
-    )
+    meter_report = None
+    if meter is not None:
+        current, logic = meter.capture(meter_s, timeout_s=timeout_s)
+        meter_report = analyze(current=current, marker=logic, supply_volts=spec.supply_volts,
+                               burden_ohms=spec.shunt.ohms if scope is not None else 0.0)  # in series with it
+    if scope is not None:
+        sc = spec.scope
+        scope.wait_for_trigger(timeout_s=timeout_s)
+        shunt, marker = scope.fetch(sc.shunt_channel, sc.marker_channel)
+        report = analyze(
+            shunt,
+            marker,
+            shunt_ohms=spec.shunt.ohms,
+            supply_volts=spec.supply_volts,
+            wiring=spec.shunt.wiring,  # high_side: one differential channel, the same arithmetic, labelled so
+            amplifier_gain=spec.shunt.gain,
+            marker_threshold=MARKER_LOGIC_V / 2,
+        )
+    else:
+        report, shunt, marker, meter_report = meter_report, current, logic, None
     void = _void_reason(report, result, n, dut.resyncs - resyncs)
     if void is not None and report.valid:
         report = replace(report, valid=False, reason=f"capture void: {void}")
-    return Trial(result, report, shunt, marker, void)
+    return Trial(result, report, shunt, marker, void, meter_report=meter_report)
 
 
 def _void_reason(report: PowerReport, result: InferResult, n: int, resyncs: int) -> str | None:
@@ -181,9 +213,14 @@ def measure_power(
     spec: StationSpec,
     settings: Settings = Settings(),
     *,
+    meter=None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> PowerMeasurement:
-    """Range the shunt channel on a short burst, then capture `settings.trials` timed runs of `infer N W GAP`."""
+    """Range the shunt channel on a short burst, then capture `settings.trials` timed runs of `infer N W GAP`.
+
+    `scope` may be None when `meter` (an instruments.meters current source) measures alone; with both, the
+    scope's figures are the run's and the meter's are reported beside them (METER_METRICS).
+    """
     probe = dut.infer(3, 1)
     latency_s = probe.max_us / 1e6
     gap_ms = settings.gap_ms if settings.gap_ms is not None else max(1, round(latency_s * 1e3 / 4))
@@ -192,20 +229,23 @@ def measure_power(
     n = min(n, 1000)
     timeout_s = (n + settings.warmup) * period_s * 2 + 5.0
 
-    # ranging: one short burst on a wide range, then set the range from what the shunt really shows
-    burst = min(n, 5)
-    _configure(scope, spec, burst, period_s, RANGING_FULL_SCALE_V * spec.shunt.gain, settings.record_points // 4)
-    ranging = _capture(scope, dut, spec, burst, 0, gap_ms, timeout_s)
-    peak = float(np.max(ranging.shunt.volts))
-    full_scale = max(peak * 1.2, 1e-4)
-    progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
+    full_scale = 0.0
+    if scope is not None:  # ranging: one short burst on a wide range, then set it from what the shunt shows
+        burst = min(n, 5)
+        _configure(scope, spec, burst, period_s, RANGING_FULL_SCALE_V * spec.shunt.gain, settings.record_points // 4)
+        ranging = _capture(scope, dut, spec, burst, 0, gap_ms, timeout_s)
+        peak = float(np.max(ranging.shunt.volts))
+        full_scale = max(peak * 1.2, 1e-4)
+        progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
+    else:
+        progress(f"meter {meter.idn}: {n} inferences per capture")
 
     m = PowerMeasurement(n, settings.warmup, gap_ms)
     for trial in range(settings.trials):
-        t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings)
+        t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings, meter)
         if t.void is not None:  # measured once more; a second void capture stays recorded invalid
             progress(f"trial {trial + 1}: capture void ({t.void}); measuring it again")
-            t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings)
+            t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings, meter)
         full_scale = t.full_scale
         m.trials.append(t)
         progress(
@@ -217,13 +257,19 @@ def measure_power(
     return m
 
 
+def _meter_seconds(n: int, period_s: float) -> float:
+    """How long a meter records from its arm: the whole run with the same margin as the scope's record."""
+    return n * period_s * 1.15 + 0.02
+
+
 def _trial(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float,
-           period_s: float, full_scale: float, settings: Settings) -> Trial:
+           period_s: float, full_scale: float, settings: Settings, meter=None) -> Trial:
     """One capture, its shunt range widened (up to MAX_RERANGES times) while it clips."""
     for _attempt in range(MAX_RERANGES + 1):
-        _configure(scope, spec, n, period_s, full_scale, settings.record_points)
-        t = _capture(scope, dut, spec, n, warmup, gap_ms, timeout_s)
-        if not t.report.clipped:
+        if scope is not None:
+            _configure(scope, spec, n, period_s, full_scale, settings.record_points)
+        t = _capture(scope, dut, spec, n, warmup, gap_ms, timeout_s, meter, _meter_seconds(n, period_s))
+        if scope is None or not t.report.clipped:
             break
         full_scale *= 2
     t.full_scale = full_scale

@@ -34,6 +34,12 @@ METRICS: dict[str, Metric] = {
         Metric("dynamic_energy_mj", "mJ", "lower", "energy per inference above idle"),
         Metric("pulse_width_ms", "ms", "lower", "marker pulse width on the scope", budget=False),
         Metric("pulse_vs_latency_pct", "%", "lower", "|pulse width - latency| / latency (cross-check)", budget=False),
+        Metric("meter_energy_mj", "mJ", "lower", "energy per inference measured by the power meter beside the "
+               "scope", budget=False),
+        Metric("meter_power_mw", "mW", "lower", "average power measured by the power meter beside the scope",
+               budget=False),
+        Metric("meter_vs_scope_energy_pct", "%", "lower", "(meter - scope) / scope energy per inference "
+               "(cross-check of two instruments on one run)", budget=False),
         Metric("accuracy", "%", "higher", "top-1 accuracy on the device, test set streamed over the protocol"),
         Metric("accuracy_host", "%", "higher", "top-1 accuracy through tf.lite on the host (factory)", budget=False),
         Metric("output_agreement", "%", "higher", "device vs host TFLM top-1 agreement (cross-check)", budget=False),

@@ -70,11 +70,30 @@ class Station(ABC):
         return DutClient(self.port, baudrate=self.spec.baud).open()
 
     def scope(self):
-        """An open oscilloscope driver (instruments.scope.Oscilloscope) for this station's scope."""
+        """An open oscilloscope driver (instruments.scope.Oscilloscope) for this station's scope, or None
+        when the bench has no scope (a meter measures instead)."""
         from instruments.scope import open_scope
 
         sc = self.spec.scope
+        if sc is None:
+            return None
         return open_scope(self.scope_resource, sc.driver, timeout_s=sc.timeout_s)
+
+    def meter(self):
+        """An open power meter (instruments.meters.CurrentMeter) for this station, or None without one."""
+        from instruments.meters import open_meter
+
+        m = self.spec.meter
+        if m is None:
+            return None
+        resource, options = self.meter_resource()
+        marker = {} if m.marker_input is None else {"marker_input": m.marker_input}
+        return open_meter(m.kind, resource, **{**m.settings, **marker, **options})
+
+    def meter_resource(self) -> tuple[str, dict]:
+        """The meter's resource and any extra open_meter options (a simulator's, on the virtual bench)."""
+        assert self.spec.meter is not None
+        return self.spec.meter.resource, {}
 
     def __enter__(self) -> Station:
         return self.start()
@@ -90,11 +109,12 @@ class VirtualStation(Station):
 
     def __init__(self, spec: StationSpec, config: BenchConfig):
         super().__init__(spec)
-        if not spec.scope.is_virtual:
-            raise HilError(
-                f"board {spec.name!r} is virtual but its scope is {spec.scope.resource}; "
-                "a real scope cannot measure a virtual board: set scope.resource: virtual"
-            )
+        for what, part in (("scope", spec.scope), ("meter", spec.meter)):
+            if part is not None and not part.is_virtual:
+                raise HilError(
+                    f"board {spec.name!r} is virtual but its {what} is {part.resource}; a real {what} cannot "
+                    f"measure a virtual board: set {what}.resource: virtual"
+                )
         self._config = config
         self.virtual = None  # hil.sim.bench.VirtualBench while started
 
@@ -124,7 +144,10 @@ class VirtualStation(Station):
         return str(self._running().resource)
 
     def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
-        self._running().board.flash(model)
+        self._running().board.flash(model, source=source)
+
+    def meter_resource(self) -> tuple[str, dict]:
+        return self._running().meter_resource()
 
 
 class RealStation(Station):
@@ -147,7 +170,7 @@ class RealStation(Station):
 
     @property
     def scope_resource(self) -> str:
-        if self.spec.scope.is_virtual:
+        if self.spec.scope is not None and self.spec.scope.is_virtual:
             raise HilError(
                 f"board {self.spec.name!r} is real ({self.spec.board.port}) but its scope is virtual; "
                 "the simulated scope only sees the virtual board: name the scope's VISA resource"

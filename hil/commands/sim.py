@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--speed",
         type=float,
         default=None,
-        help="real-time factor (default: the bench file's virtual.speed; 1.0 = ESP32 timing)",
+        help="wall-time pacing of replies (virtual.time_scale; 1.0 = as long as the chip, 0 = as fast as the "
+        "host can); figures are simulated time either way",
     )
     p.add_argument(
         "--tcp-port", type=int, default=0, help="TCP port for socket:// access (default: a free one)"

@@ -122,6 +122,19 @@ def _arena(v: VariantResult, notes: list[str]) -> str:
     return figure(v, "arena_kb", notes) if "arena_kb" in v.measurements else _factory_kb(v, "arena_bytes")
 
 
+def meter_table(data: ReportData) -> Table | None:
+    """Energy per inference from the scope and from the power meter on the same runs, where both measured."""
+    rows = [[v.name, figure(v, "energy_mj"), figure(v, "meter_energy_mj"), figure(v, "meter_vs_scope_energy_pct")]
+            for v in data.variants if "meter_energy_mj" in v.measurements]
+    if not rows:
+        return None
+    sim = " (simulated)" if data.simulated else ""
+    return Table(f"Scope and power meter on the same runs{sim}",
+                 ["variant", "scope energy/inf mJ", "meter energy/inf mJ", "meter − scope %"], rows,
+                 [f"meter: {data.meta.get('meter_idn') or '–'}; on a real bench the two should agree within the "
+                  "meter's stated accuracy plus the scope's current resolution"])
+
+
 def ranking_table(data: ReportData) -> Table | None:
     """Variants by the corrected objective, with the reference study's objective and the chosen variant."""
     r = data.ranking

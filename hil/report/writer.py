@@ -30,6 +30,7 @@ from hil.report.tables import (
     csv_rows,
     gate_failures_table,
     main_table,
+    meter_table,
     ranking_table,
     text_table,
 )
@@ -84,7 +85,7 @@ def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
         f"**Run** {run.id}, {run.status}: started {_when(run.started_at)}, finished {_when(run.finished_at)}",
         f"**Commit** `{run.git_commit or '–'}` on branch `{run.git_branch or '–'}`",
         f"**Bench** {meta.get('bench_name') or run.bench}: board `{meta.get('board_id') or '–'}`, "
-        f"scope `{meta.get('scope_idn') or '–'}`",
+        f"scope `{meta.get('scope_idn') or '–'}`" + (f", meter `{meta['meter_idn']}`" if meta.get("meter_idn") else ""),
         f"**Firmware** `{meta.get('firmware') or '–'}`",
         f"**Figures** {_figures_kind(data)}",
     ]
@@ -108,6 +109,9 @@ def _results(data: report_data.ReportData) -> list[Block]:
         "budget verdicts. Figures are medians over trials; ±x is half their range (max − min) across "
         "trials.")]
     blocks.append(TableBlock(main_table(data)))
+    meters = meter_table(data)
+    if meters is not None:
+        blocks.append(TableBlock(meters))
     details = []
     for v in data.variants:
         if v.skip_reason:

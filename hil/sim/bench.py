@@ -2,13 +2,19 @@
 
 The board publishes its activity to a timeline that is the scope's signal source: channel `shunt_channel`
 sees R x I(t) (times the amplifier gain), channel `marker_channel` the marker GPIO. Channels, dialect,
-shunt and supply are the board's own where it has them (`BenchConfig.station`).
+shunt and supply are the board's own where it has them (`BenchConfig.station`). Board and scope share the
+timeline's simulation clock: the scope arms, triggers and completes its record in simulated time, so a
+capture is a function of the model, the options and `virtual.seed` alone; `virtual.time_scale` paces the
+replies to wall time and changes nothing else.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hil.bench import BenchConfig, BoardConfig, StationSpec
 from hil.errors import HilError
@@ -37,6 +43,7 @@ class VirtualBench:
         model: bytes | str | Path | None = None,
         *,
         board: str | None = None,
+        time_scale: float | None = None,
         speed: float | None = None,
         scope: bool = True,
         boot_s: float = 0.2,
@@ -50,29 +57,43 @@ class VirtualBench:
                 "use the real bench or set port: virtual"
             )
         cal = load_calibration()
+        bc = self.board_config
+        profile = cal.profile(bc.chip, bc.kernels)
+        seed = self.config.virtual.seed
+        sc = self.spec.scope  # None: a power meter measures instead of the scope
         wiring = ProbeWiring(  # a high-side shunt is seen through a differential probe: the same R x I
-            shunt_channel=self.spec.scope.shunt_channel,
-            marker_channel=self.spec.scope.marker_channel,
+            shunt_channel=sc.shunt_channel if sc is not None else 1,
+            marker_channel=sc.marker_channel if sc is not None else 2,
             shunt_ohms=self.spec.shunt.ohms,
             gain=self.spec.shunt.gain,
         )
-        self.timeline = ActivityTimeline(wiring, idle_current_a=cal.idle_current_a)
-        bc = self.board_config
+        if time_scale is None:
+            time_scale = speed if speed is not None else self.config.virtual.time_scale  # speed: deprecated
+        self.timeline = ActivityTimeline(
+            wiring,
+            idle_current_a=profile.idle_current_a,
+            time_scale=time_scale,
+            ripple_rel=profile.ripple_rel,
+            ripple_hz=profile.ripple_hz,
+            ripple_phase=float(np.random.default_rng([seed, 3]).uniform(0, 2 * math.pi)),
+        )
         self.board = VirtualBoard(
             model,
             board=f"virtual-{bc.chip}",
+            chip=bc.chip,
+            kernels=bc.kernels,
             cpu_mhz=bc.cpu_mhz,
             arena_bytes=bc.arena_bytes,
             marker_gpio=bc.marker_gpio,
             baud=bc.baud,  # the pty answers only a host that opened it at the board's baud, like a UART
-            speed=speed if speed is not None else self.config.virtual.speed,
-            seed=self.config.virtual.seed,
+            seed=seed,
             boot_s=boot_s,
             timeline=self.timeline,
             calibration=cal,
         )
-        self.want_scope = scope and self.spec.scope.is_virtual
+        self.want_scope = scope and sc is not None and sc.is_virtual
         self.scope_sim: Any = None
+        self.meter_sim: Any = None
 
     @property
     def port(self) -> str | None:
@@ -108,8 +129,36 @@ class VirtualBench:
             self.scope_sim.start()
         return self
 
+    def meter_resource(self) -> tuple[str, dict[str, Any]]:
+        """Start the bench's virtual power meter on the board's timeline (once); its resource and the extra
+        `instruments.meters.open_meter` options it needs."""
+        m = getattr(self.spec, "meter", None)
+        if m is None or not m.is_virtual:
+            raise HilError(f"board {self.board_config.name!r} has no virtual meter (meter.resource: virtual)")
+        from instruments.sim.meters import JoulescopeSimulator, MeterProbe, OtiiSimulator, PPK2Simulator
+
+        w = self.timeline.wiring
+        probe = MeterProbe.for_shunt_source(w.shunt_ohms, w.gain, current_channel=w.shunt_channel,
+                                            marker_channel=w.marker_channel)  # fmt: skip
+        if self.meter_sim is None:
+            cls = {"ppk2": PPK2Simulator, "otii": OtiiSimulator, "joulescope": JoulescopeSimulator}[m.kind]
+            marker = {} if m.marker_input is None else {"marker_input": m.marker_input}
+            self.meter_sim = cls(self.timeline, probe, seed=self.config.virtual.seed, **marker)
+            if hasattr(self.meter_sim, "start"):
+                self.meter_sim.start()
+        sim = self.meter_sim
+        if m.kind == "ppk2":
+            return sim.port, {}
+        if m.kind == "otii":
+            return f"127.0.0.1:{sim.port}", {}
+        return sim.path, {"driver_class": sim.driver_class}
+
     def stop(self) -> None:
-        """Stop the scope simulator and the board."""
+        """Stop the meter and scope simulators and the board."""
+        if self.meter_sim is not None:
+            if hasattr(self.meter_sim, "stop"):
+                self.meter_sim.stop()
+            self.meter_sim = None
         if self.scope_sim is not None:
             self.scope_sim.stop()
             self.scope_sim = None

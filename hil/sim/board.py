@@ -3,7 +3,10 @@
 `VirtualBoard` wires a `DeviceCore` (the firmware: answers command lines) to a `LineServer` (the serial
 side: pty, TCP, garbled bytes) and applies the command faults of `board.faults`: a reset in the middle
 of a command, a dropped reply, a hang. Flashing, resets and power cycles print the boot log to every
-connection, ending with `hil-ready`.
+connection, ending with `hil-ready`. Flashing refuses what `hil firmware pack-model` refuses (an operator
+outside the firmware's ops.txt, an image larger than the model partition), with the same error.
+
+Time is the device core's simulated time (`hil.sim.timeline`); `time_scale` only paces the replies.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from hil.sim.timeline import ActivityTimeline
 from hil.sim.transport import Faults, LineServer, Session
 from hil.wire import split_command
 
-__all__ = ["Faults", "VirtualBoard", "read_image"]
+__all__ = ["Faults", "VirtualBoard", "check_flashable", "read_image"]
 
 
 class _Reset(Exception):
@@ -29,6 +32,18 @@ class _Reset(Exception):
 
 def _abort() -> None:
     raise _Reset()
+
+
+def check_flashable(model: bytes, source: str = "model") -> None:
+    """Raise the HilError `hil firmware pack-model` raises for this model, or return (the same functions)."""
+    from hil.firmware import check_fits, model_partition, pack_image, pack_model
+    from models.errors import ModelError
+
+    try:
+        image = pack_model(model, arena_bytes=0, source=source)
+    except ModelError:  # not a flatbuffer pack-model can read: the firmware reports it at boot (`hello`)
+        image = pack_image(model, 0)
+    check_fits(image, model_partition())
 
 
 def read_image(model: bytes | str | Path | None) -> bytes | None:
@@ -46,11 +61,13 @@ class VirtualBoard:
 
     def __init__(self, model: bytes | str | Path | None, *, boot_s: float = 0.2, seed: int = 0,
                  baud: int | None = None, **device: Any):
-        """Flash `model` (bytes or a .tflite path); a restart takes `boot_s`. `seed` seeds the latency jitter
-        and the garbled bits; `baud` is the UART rate the pty insists on (None: any); `device` are the other
-        `DeviceCore` options (board, board_id, cpu_mhz, arena_bytes, marker_gpio, speed, timeline, calibration).
+        """Flash `model` (bytes or a .tflite path); a restart takes `boot_s` (wall and simulated). `seed`
+        seeds the latency jitter, the power variation and the garbled bits; `baud` is the UART rate the pty
+        insists on (None: any) and the rate whose transfer time each command costs in simulated time;
+        `device` are the other `DeviceCore` options (board, board_id, chip, kernels, cpu_mhz, arena_bytes,
+        marker_gpio, time_scale, speed, timeline, calibration).
         """
-        self.core = DeviceCore(read_image(model), seed=seed, **device)
+        self.core = DeviceCore(read_image(model), seed=seed, baud=baud, **device)
         self.boot_s = boot_s
         self.faults = Faults()
         self.commands_served = 0
@@ -70,13 +87,15 @@ class VirtualBoard:
         return self.core.cpu_mhz
 
     @property
-    def speed(self) -> float:
-        """Wall-clock seconds per modelled second (0.05: twenty times faster than the chip)."""
-        return self.core.speed
+    def time_scale(self) -> float:
+        """Wall-clock seconds per simulated second of the replies (0: as fast as the host can)."""
+        return self.core.time_scale
 
-    @speed.setter
-    def speed(self, value: float) -> None:
-        self.core.speed = value
+    @time_scale.setter
+    def time_scale(self, value: float) -> None:
+        self.core.time_scale = value
+
+    speed = time_scale  # deprecated alias
 
     @property
     def timeline(self) -> ActivityTimeline:
@@ -132,9 +151,15 @@ class VirtualBoard:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def flash(self, model: bytes | str | Path | None) -> None:
-        """Replace the model image and reboot, as flashing new firmware would."""
+    def flash(self, model: bytes | str | Path | None, *, source: str | None = None) -> None:
+        """Replace the model image and reboot, as flashing a model would.
+
+        Refuses (HilError, the board untouched) what `hil firmware pack-model` refuses: an operator outside
+        the firmware's ops.txt, an image larger than the model partition.
+        """
         image = read_image(model)
+        if image is not None:
+            check_flashable(image, source or (Path(model).stem if isinstance(model, str | Path) else "model"))
         with self._exec:
             self.core.image = image
             self._announce(self.core.boot())
@@ -143,7 +168,8 @@ class VirtualBoard:
         """Cut and restore power: ends a hang, reboots (prints `hil-ready`)."""
         self._unhang.set()
         with self._exec:
-            self.timeline.cut(time.monotonic())
+            self.timeline.cut()
+            self.timeline.advance(self.boot_s)
             self._announce(self.core.boot())
 
     # -- serving ------------------------------------------------------------------------------------------
@@ -182,7 +208,8 @@ class VirtualBoard:
         self._server.discard_input()  # input sent to a hung board is lost
 
     def _reboot(self) -> None:
-        self.timeline.cut(time.monotonic())
+        self.timeline.cut()
+        self.timeline.advance(self.boot_s)
         time.sleep(self.boot_s)
         self._server.discard_input()  # bytes received while booting are lost
         self._announce(self.core.boot())

@@ -6,8 +6,14 @@ socket or thread, so it runs in-process (tests run the protocol vectors on it di
 that puts it on a serial port is `hil.sim.board.VirtualBoard`.
 
 The model runs in the TFLite Micro runtime (real kernels, real arena use); latency and supply current come
-from the calibrated cost model, and the core really waits for each inference (times `speed`), publishing
-its activity to an `ActivityTimeline`, so timeouts and scope captures behave as on a bench.
+from the calibrated cost model of the board's chip and kernel library. Time is simulated: every command
+advances the timeline's clock by its modelled duration (UART transfer at `baud`, each Invoke(), gaps) and
+records the board's activity there, so every figure is a function of the model, the options and the seed.
+Replies are paced to wall time by `time_scale` only (0: as fast as the host can).
+
+Like the firmware, the core refuses a model that does not fit the model partition (`firmware/partitions.csv`)
+or uses an operator outside `firmware/main/ops.txt`, with the firmware's messages (`firmware/main/core/
+model_image.cpp`, `model_ops.cpp`), and a model TFLM cannot allocate in the configured arena.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import time
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +30,7 @@ import numpy as np
 
 from hil import wire
 from hil.errors import HilError
-from hil.sim.costmodel import Calibration, CostModel, layers_from_model, load_calibration
+from hil.sim.costmodel import Calibration, ChipProfile, CostModel, layers_from_model, load_calibration
 from hil.sim.timeline import ActivityTimeline
 
 FIRMWARE_VERSION = "0.1.0-sim"
@@ -35,6 +41,7 @@ BOOT_BANNER = (
     "I (29) boot: ESP-IDF virtual-esp32 2nd stage bootloader",
     "I (312) cpu_start: Pro cpu start user code",
 )
+MAX_LINE_CHARS = wire.MAX_LINE_BYTES + 1
 INFER_USAGE = "usage: infer N [W [GAP_MS]] with 1 <= N <= 1000, 0 <= W <= 100, 0 <= GAP_MS <= 1000"
 
 
@@ -63,12 +70,32 @@ class LoadedModel:
         return wire.TensorSpec.of(t.shape, t.dtype, t.scale, t.zero_point, t.bytes)
 
 
-def load_model(data: bytes | None, arena_bytes: int, cal: Calibration, cpu_mhz: int) -> LoadedModel:
-    """Parse and allocate the model as the firmware does at boot; failures become `error`, never raise."""
+def firmware_check(data: bytes, ops: list[str]) -> str | None:
+    """The firmware's refusal of a flashed model, or None: model partition size, then operators.
+
+    Messages are the firmware's (`parse_model_image` in model_image.cpp, `check_operators` in model_ops.cpp);
+    the limits are read where `hil firmware pack-model` reads them (`hil.firmware`).
+    """
+    from hil.firmware import IMAGE_HEADER_SIZE, model_partition, supported_ops
+
+    room = model_partition().size - IMAGE_HEADER_SIZE
+    if len(data) > room:
+        return f"model image length {len(data)} exceeds the partition ({room} bytes after the header)"
+    known = supported_ops()
+    for op in ops:
+        if op not in known:
+            return f"unsupported operator {op} (not in the firmware's ops.txt)"
+    return None
+
+
+def load_model(data: bytes | None, arena_bytes: int, cal: Calibration | ChipProfile, cpu_mhz: int | None = None
+               ) -> LoadedModel:  # fmt: skip
+    """Parse, check and allocate the model as the firmware does at boot; failures become `error`, never raise."""
     from models.errors import ModelError
     from models.tflite_file import read_model
     from models.tflm import TflmError, TflmModel, min_arena_bytes, tflm_error
 
+    profile = cal.profile() if isinstance(cal, Calibration) else cal
     m = LoadedModel(data)
     if not data:
         m.error = "no model image flashed; start the board with a .tflite model"
@@ -76,7 +103,10 @@ def load_model(data: bytes | None, arena_bytes: int, cal: Calibration, cpu_mhz: 
     try:
         m.info = read_model(data, source="model image")
     except ModelError as exc:
-        m.error = f"model image corrupt: {exc}"
+        m.error = firmware_check(data, []) or f"model image corrupt: {exc}"
+        return m
+    m.error = firmware_check(data, m.info.ops)
+    if m.error is not None:
         return m
     if len(m.info.inputs) != 1 or len(m.info.outputs) != 1:
         m.error = (
@@ -84,7 +114,7 @@ def load_model(data: bytes | None, arena_bytes: int, cal: Calibration, cpu_mhz: 
             f"{len(m.info.outputs)}"
         )
         return m
-    m.cost = CostModel.build(layers_from_model(m.info), cal, cpu_mhz)
+    m.cost = CostModel.build(layers_from_model(m.info), profile, cpu_mhz)
     try:
         m.runtime = TflmModel(data, arena_bytes=arena_bytes)
         m.arena_used = m.runtime.arena_used_bytes
@@ -110,11 +140,6 @@ def _uint(arg: str, name: str, lo: int, hi: int) -> int:
     return int(arg)
 
 
-def _sleep_until(deadline: float) -> None:
-    while (remaining := deadline - time.monotonic()) > 0:
-        time.sleep(remaining)
-
-
 class DeviceCore:
     """The HIL firmware of a virtual ESP32, without a transport: `handle(line)` returns the lines it prints.
 
@@ -126,40 +151,71 @@ class DeviceCore:
         self,
         image: bytes | None,
         *,
-        board: str = "virtual-esp32",
+        board: str | None = None,
         board_id: str = "24:0a:c4:00:00:01",
-        cpu_mhz: int = 240,
+        chip: str = "esp32",
+        kernels: str = "esp-nn",
+        cpu_mhz: int | None = None,
         arena_bytes: int = DEFAULT_ARENA_BYTES,
         marker_gpio: int = 4,
-        speed: float = 1.0,
+        time_scale: float | None = None,
+        speed: float | None = None,
+        baud: int | None = None,
         seed: int = 0,
         timeline: ActivityTimeline | None = None,
         calibration: Calibration | None = None,
     ):
-        if speed <= 0:
-            raise HilError(f"virtual board speed factor must be > 0, got {speed}")
-        self.board = board
+        """`time_scale`: wall seconds per simulated second (0: as fast as the host can; `speed` is its
+        deprecated alias); `baud`: the UART rate whose transfer time each command line and reply costs in
+        simulated time (None: none); `seed`: latency jitter, per-inference power and ripple phase."""
+        scale = time_scale if time_scale is not None else speed
+        if scale is not None and scale < 0:
+            raise HilError(f"virtual board time_scale must be >= 0, got {scale}")
+        self.calibration = calibration or load_calibration()
+        self.profile = self.calibration.profile(chip, kernels)
+        self.chip = chip
+        self.kernels = kernels
+        self.board = board or f"virtual-{chip}"
         self.board_id = board_id
-        self.cpu_mhz = cpu_mhz
+        self.cpu_mhz = cpu_mhz or self.profile.cpu_mhz
         self.arena_bytes = arena_bytes
         self.marker_gpio = marker_gpio
-        self.speed = speed
-        self.calibration = calibration or load_calibration()
-        self.timeline = timeline or ActivityTimeline(idle_current_a=self.calibration.idle_current_a)
+        self.baud = baud
+        if timeline is None:
+            phase = float(np.random.default_rng([seed, 3]).uniform(0, 2 * math.pi))
+            timeline = ActivityTimeline(idle_current_a=self.profile.idle_current_a, ripple_rel=self.profile.ripple_rel,
+                                        ripple_hz=self.profile.ripple_hz, ripple_phase=phase)  # fmt: skip
+        self.timeline = timeline
+        if scale is not None:
+            self.timeline.time_scale = scale
         self.restart_pending = False
         self.image = image
-        self.model = load_model(image, arena_bytes, self.calibration, cpu_mhz)
+        self.model = load_model(image, arena_bytes, self.profile, self.cpu_mhz)
         self._rng = np.random.default_rng(seed)
+        self._power_rng = np.random.default_rng([seed, 2])
         self._boot_count = 0
         self._input: bytes | None = None  # the input of `run`: set by a complete upload
         self._upload: dict[str, Any] | None = None  # the pending upload: bytes, crc32, buf
         self.boot()
 
+    @property
+    def time_scale(self) -> float:
+        """Wall seconds per simulated second of the replies (0: as fast as the host can)."""
+        return self.timeline.time_scale
+
+    @time_scale.setter
+    def time_scale(self, value: float) -> None:
+        if value < 0:
+            raise HilError(f"virtual board time_scale must be >= 0, got {value}")
+        self.timeline.time_scale = value
+
+    speed = time_scale  # deprecated alias (`virtual.speed`)
+
     # -- boot -------------------------------------------------------------------------------------------
     def boot(self) -> list[str]:
         """(Re)start: load the flashed image if it changed, forget inputs; return the boot log lines."""
         if self.image is not self.model.data:
-            self.model = load_model(self.image, self.arena_bytes, self.calibration, self.cpu_mhz)
+            self.model = load_model(self.image, self.arena_bytes, self.profile, self.cpu_mhz)
         self._input = None
         self._upload = None
         self.restart_pending = False
@@ -173,7 +229,24 @@ class DeviceCore:
         `line` is the command without its terminator; None stands for a line the transport discarded as
         too long. A blank line is no command: no output. `interrupt` is called after each timed inference
         of `infer`; it may raise to abort the command there (an injected reset).
+
+        The command's simulated duration (UART in and out at `baud`, inferences, gaps) advances the clock;
+        the reply is returned once wall time has caught up with `time_scale` x that duration.
         """
+        self.timeline.sync()  # instruments sharing the clock (the scope) handle what the host sent them first
+        with self.timeline.busy():
+            self._uart(MAX_LINE_CHARS if line is None else len(line) + 1)  # the line and its '\n' come in
+            lines = self._handle(line, interrupt)
+            self._uart(sum(len(text) + 2 for text in lines))  # the output goes out, '\r\n' terminated
+            self.timeline.pace()
+        return lines
+
+    def _uart(self, nbytes: int) -> None:
+        """`nbytes` over the UART (8N1: 10 bits a byte) at `baud`, in simulated time."""
+        if self.baud and nbytes:
+            self.timeline.advance(nbytes * 10 / self.baud)
+
+    def _handle(self, line: str | None, interrupt: Callable[[], None] | None) -> list[str]:
         if line is None or len(line.rstrip("\r")) > wire.MAX_LINE_BYTES:
             message = f"command line longer than {wire.MAX_LINE_BYTES} bytes discarded"
             return [wire.format_reply(wire.error_reply("?", wire.E_LINE_TOO_LONG, message))]
@@ -207,7 +280,7 @@ class DeviceCore:
         if cmd == "infer":
             reply = self._cmd_infer(args, interrupt)
             log.append(  # the firmware logs each benchmark, as ESP-IDF apps do
-                f"I ({int(time.monotonic() * 1000) % 10_000_000}) hil: infer n={reply['n']} "
+                f"I ({int(self.timeline.now() * 1000) % 10_000_000}) hil: infer n={reply['n']} "
                 f"warmup={reply['warmup']} mean_us={reply['mean_us']}"
             )
             return reply
@@ -318,35 +391,35 @@ class DeviceCore:
         cycles = int(round(seconds * self.cpu_mhz * 1e6))
         return cycles // self.cpu_mhz
 
-    def _active(self, m: LoadedModel, start: float, seconds: float, *, marker: bool) -> float:
-        """Publish `seconds` of modelled activity from `start` (wall clock); return the wall end."""
-        assert m.cost is not None
-        start = max(start, time.monotonic())
-        end = start + seconds * self.speed
-        self.timeline.active(start, end, m.cost.active_current_a, marker=marker)
-        return end
-
     def _one_inference(
-        self, m: LoadedModel, start: float, *, marker: bool, work: Callable[[], Any] | None = None
-    ) -> tuple[float, float]:
-        """Run one modelled Invoke() from `start` (wall clock); return (modelled seconds, wall end).
+        self, m: LoadedModel, *, marker: bool, work: Callable[[], Any] | None = None
+    ) -> float:
+        """Run one modelled Invoke() from the current simulation time; return its modelled seconds.
 
-        `work` (the real TFLM invoke) runs inside the modelled window, so it does not add to its duration.
+        Its activity (current drawn, marker) is recorded on the timeline and the clock advances by its
+        duration. `work` (the real TFLM invoke) runs inside the modelled window.
         """
+        assert m.cost is not None
         seconds = float(self._durations(m).sum())
         if seconds > wire.MAX_INFERENCE_S:
             raise CommandError(
                 wire.E_INVOKE, f"inference took {seconds:.1f} s, over the {wire.MAX_INFERENCE_S:.0f} s limit"
             )
-        end = self._active(m, start, seconds, marker=marker)
+        start = self.timeline.now()
         if work is not None:
-            try:
-                work()
-            except CommandError:
-                self.timeline.cut(time.monotonic())
-                raise
-        _sleep_until(end)
-        return seconds, end
+            work()  # a failing invoke raises before anything is recorded
+        idle = m.cost.idle_current_a
+        variation = 1.0 + float(self._power_rng.normal(0.0, self.profile.inference_power_rel_std))
+        current = idle + (m.cost.active_current_a - idle) * max(variation, 0.5)
+        self.timeline.active(start, start + seconds, current, marker=marker)
+        self.timeline.advance(seconds)
+        self.timeline.pace()
+        return seconds
+
+    def _loop_s(self, m: LoadedModel) -> float:
+        """Simulated seconds between two timed Invoke()s of `infer` (marker low, bookkeeping, input copy)."""
+        cycles = float(self.calibration.latency.get("loop_overhead_cycles", 0)) + m.tensor("input").bytes
+        return cycles / (self.cpu_mhz * 1e6)
 
     def _cmd_infer(self, args: list[str], interrupt: Callable[[], None] | None) -> dict[str, Any]:
         _nargs(args, 1, 3, INFER_USAGE)
@@ -355,18 +428,20 @@ class DeviceCore:
         gap = _uint(args[2], "GAP_MS", 0, 1000) if len(args) > 2 else 0
         m = self._require_model()
         self._invoke(m)  # the real kernels once: an invalid model or input fails here
-        t = time.monotonic()
+        loop_s = self._loop_s(m)
         for _ in range(w):
-            _, t = self._one_inference(m, t, marker=False)
+            self._one_inference(m, marker=False)
+            self.timeline.advance(loop_s)
         lat: list[int] = []
         for _ in range(n):
-            seconds, t = self._one_inference(m, t, marker=True)
+            seconds = self._one_inference(m, marker=True)
+            self.timeline.advance(loop_s)  # marker low, latency stored, input copied: the next pulse is apart
             lat.append(self._cycles_us(seconds))
             if interrupt is not None:
                 interrupt()
             if gap:
-                t += gap / 1000.0 * self.speed
-                _sleep_until(t)
+                self.timeline.advance(gap / 1000.0)
+                self.timeline.pace()
         return self._ok(
             "infer", n=n, warmup=w, gap_ms=gap, latency_us=lat, **wire.latency_stats(lat), cpu_mhz=self.cpu_mhz
         )
@@ -376,7 +451,7 @@ class DeviceCore:
         if self._input is None:
             raise CommandError(wire.E_STATE, "run without a loaded input; upload one with 'input' and 'data'")
         result: list[np.ndarray] = []
-        seconds, _ = self._one_inference(m, time.monotonic(), marker=True, work=lambda: result.append(self._invoke(m)))
+        seconds = self._one_inference(m, marker=True, work=lambda: result.append(self._invoke(m)))
         raw = np.ascontiguousarray(result[0]).tobytes()
         return self._ok(
             "run",
@@ -391,7 +466,10 @@ class DeviceCore:
         assert m.cost is not None
         self._invoke(m)
         durations = self._durations(m)
-        _sleep_until(self._active(m, time.monotonic(), float(durations.sum()), marker=True))
+        start = self.timeline.now()
+        self.timeline.active(start, start + float(durations.sum()), m.cost.active_current_a, marker=True)
+        self.timeline.advance(float(durations.sum()))
+        self.timeline.pace()
         ops = [
             {"index": i, "op": layer.op, "us": self._cycles_us(float(d))}
             for i, (layer, d) in enumerate(zip(m.cost.layers, durations[1:], strict=True))

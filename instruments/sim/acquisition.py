@@ -4,6 +4,14 @@ Trigger position: the record is centred on the trigger, moved later by the horiz
 (`:TIM:MAIN:OFFS` on Rigol, `:TIMebase:POSition` on Keysight). The trigger is searched on the noise-free
 source from the arm time on, in chunks evaluated when the client polls; samples before the arm time are
 taken from the source as well (the simulator does not wait for the pre-trigger part to fill).
+
+Time: a plain source is sampled in the host's `time.monotonic()` seconds. A clocked source (one with
+`now()`, such as the virtual board's timeline) brings its own simulation clock: the scope arms at the
+source's time, searches its trigger up to it, and its record is complete once the source's time has passed
+the record's end; while waiting for that, it lets an idle source's time run (`run_until`), as a real
+scope's record fills while the board sits idle. Arming lets an idle source's time run for the pre-trigger
+part of the record, so that part shows the board after the arm, as on a bench where the host takes longer
+between captures than the pre-trigger lasts.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from instruments.sim.signals import SignalSource
+from instruments.sim.signals import SignalSource, is_clocked
 
 #: Largest number of samples evaluated per trigger-search step (bounds memory per poll).
 SEARCH_CHUNK = 1 << 20
@@ -88,6 +96,14 @@ class Acquisition:
         self._t_trig = 0.0
         self._snapshot: tuple[float, int, float, dict[int, SimChannel]] | None = None
 
+    def now(self) -> float:
+        """The acquisition's time: the clocked source's simulation time, else the host's monotonic clock."""
+        return float(self.source.now()) if is_clocked(self.source) else time.monotonic()
+
+    @property
+    def clocked(self) -> bool:
+        return is_clocked(self.source)
+
     @property
     def dt(self) -> float:
         return self.divisions * self.scale / self.points
@@ -109,7 +125,11 @@ class Acquisition:
     # ---- run control ----------------------------------------------------------------------------
     def arm(self, now: float | None = None) -> None:
         """Start a single acquisition: search for the trigger from `now` on."""
-        now = time.monotonic() if now is None else now
+        now = self.now() if now is None else now
+        if self.clocked:  # fill the pre-trigger part first: with an idle board, as after a bench host's delays
+            pre = self.points / 2 * self.dt - self.position
+            if pre > 0:
+                now = float(self.source.run_until(now + pre))
         self.state = "WAIT"
         self._t_arm = now
         self._k_next = 0
@@ -135,9 +155,11 @@ class Acquisition:
 
     def advance(self, now: float | None = None) -> str:
         """Move the acquisition to `now`: search the trigger, complete the record; return the state."""
-        now = time.monotonic() if now is None else now
+        now = self.now() if now is None else now
         if self.state == "WAIT" and not self.never_trigger:
             self._search(now)
+        if self.state == "TD" and self._window is not None and now < self._window[1] and self.clocked:
+            now = float(self.source.run_until(self._window[1]))  # the record fills while the board idles
         if self.state == "TD" and self._window is not None and now >= self._window[1]:
             self._complete()
         return self.state

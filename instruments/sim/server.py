@@ -3,6 +3,11 @@
 One thread accepts connections, one thread serves each connection; the acquisition state is per instance
 and shared by its connections (a reconnecting driver finds its record again). Faults are injected
 through `server.faults`.
+
+With a clocked source that accepts sync hooks (`add_sync_hook`, the virtual board's timeline), the board
+calls `sync()` before each command it executes: every line a client had already sent to the scope is
+handled first, so a `:SINGle` written before the board's `infer` arms the scope before the inference runs
+however busy the host is (on a bench the scope arms within microseconds; here its thread may be late).
 """
 
 from __future__ import annotations
@@ -82,6 +87,9 @@ class ScopeSimulator:
         self._conns: set[socket.socket] = set()
         self._stop = threading.Event()
         self._local = threading.local()
+        self._cond = threading.Condition()
+        self._busy: dict[socket.socket, bool] = {}  # a connection's serving thread has unhandled lines
+        self._hooked: object = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
     @property
@@ -91,6 +99,24 @@ class ScopeSimulator:
     @source.setter
     def source(self, value: SignalSource | None) -> None:
         self.acq.source = value
+        if self._listener is not None:
+            self._hook()
+
+    def _hook(self) -> None:
+        src = self.acq.source
+        if src is not self._hooked and callable(getattr(src, "add_sync_hook", None)):
+            src.add_sync_hook(self.sync)
+            self._hooked = src
+
+    def sync(self, timeout_s: float = 2.0) -> None:
+        """Return once every line already sent by a client has been handled (see the module doc)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._stop.is_set():
+                pending = [c for c in list(self._conns) if self._busy.get(c) or _readable(c)]
+                if not pending or time.monotonic() > deadline:
+                    return
+                self._cond.wait(0.002)
 
     @property
     def port(self) -> int:
@@ -112,6 +138,7 @@ class ScopeSimulator:
         listener.listen(8)
         listener.settimeout(0.1)
         self._listener = listener
+        self._hook()
         thread = threading.Thread(target=self._accept_loop, name=f"scope-sim-{self.port}", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -159,7 +186,8 @@ class ScopeSimulator:
                 if not self.acq.busy():
                     return True
                 end = self.acq.window_end()
-            pause = 0.01 if end is None else min(0.01, max(end - time.monotonic(), 0.0005))
+                clocked = self.acq.clocked
+            pause = 0.01 if end is None or clocked else min(0.01, max(end - time.monotonic(), 0.0005))
             if sock is not None and _peer_closed(sock, pause):
                 return False
             if sock is None:
@@ -187,6 +215,7 @@ class ScopeSimulator:
                 r, _, _ = select.select([conn], [], [], 0.1)
                 if not r:
                     continue
+                self._set_busy(conn, True)
                 data = conn.recv(65536)
                 if not data:
                     return
@@ -195,14 +224,25 @@ class ScopeSimulator:
                     line, _, rest = bytes(buf).partition(b"\n")
                     buf = bytearray(rest)
                     text = line.decode("ascii", "replace").strip()
+                    if text and _is_waiting(text):
+                        self._set_busy(conn, False)  # its client waits for it: nothing to sync behind it
                     if text and not self._handle(conn, text):
                         return
+                self._set_busy(conn, False)
         except OSError:
             return
         finally:
+            self._set_busy(conn, False)
+            self._busy.pop(conn, None)
             self._conns.discard(conn)
             with contextlib.suppress(OSError):
                 conn.close()
+
+    def _set_busy(self, conn: socket.socket, busy: bool) -> None:
+        with self._cond:
+            self._busy[conn] = busy
+            if not busy:
+                self._cond.notify_all()
 
     def _handle(self, conn: socket.socket, line: str) -> bool:
         """Run one command; send its answer. False when the connection must end (a drop fault)."""
@@ -241,6 +281,15 @@ def _is_waiting(line: str) -> bool:
     """Commands that block until an acquisition completes run without holding the state lock."""
     head = line.split(" ", 1)[0].upper()
     return head in ("*OPC?", "*WAI")
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Bytes (or a close) are waiting on the socket."""
+    try:
+        r, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(r)
 
 
 def _peer_closed(sock: socket.socket, timeout: float) -> bool:

@@ -1,7 +1,9 @@
 """Signal sources for the simulator: what the probe tips see, as a function of absolute time.
 
-Times are `time.monotonic()` seconds. A source may also define `arm(t_arm)`; the simulator calls it when a
-single acquisition is armed, which lets `ArraySource` and relative `FunctionSource`s start at arm time.
+Times are `time.monotonic()` seconds, or the source's own simulation seconds for a `ClockedSource` (one with
+`now()` and `run_until(t)`, such as the virtual board's timeline). A source may also define `arm(t_arm)`;
+the simulator calls it when a single acquisition is armed, which lets `ArraySource` and relative
+`FunctionSource`s start at arm time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,25 @@ class SignalSource(Protocol):
     def volts(self, channel: int, t: np.ndarray) -> np.ndarray:
         """Noise-free volts at the probe tip of `channel` (1-based) at monotonic times t (seconds)."""
         ...
+
+
+@runtime_checkable
+class ClockedSource(SignalSource, Protocol):
+    """A source with its own (simulation) clock: the simulator acquires in its time, not the host's."""
+
+    def now(self) -> float:
+        """The source's current time (seconds): everything before it is final."""
+        ...
+
+    def run_until(self, t: float) -> float:
+        """Let the source's time run to `t` if nothing else drives it; return the time reached."""
+        ...
+
+
+def is_clocked(source: object) -> bool:
+    """True for a source that brings its own clock (`ClockedSource`)."""
+    return source is not None and callable(getattr(source, "now", None)) and callable(
+        getattr(source, "run_until", None))
 
 
 class FunctionSource:

@@ -34,7 +34,7 @@ def test_real_bench_example_has_the_same_schema() -> None:
         ({"scope": {"chanel": 1}}, "f.yaml: scope.chanel: unknown key; allowed keys: resource, driver"),
         (
             {"boards": [{"name": "a", "prot": "x"}]},
-            "f.yaml: boards.0.prot: unknown key; allowed keys: name, chip, port",
+            "f.yaml: boards.0.prot: unknown key; allowed keys: name, chip, kernels, port",
         ),
         ({"scope": {"shunt_channel": 2}}, "shunt_channel and marker_channel are both 2"),
         ({"shunt": {"gain": 50}}, "gain 50.0 needs wiring 'amplifier'"),

@@ -159,3 +159,48 @@ def test_function_source_relative_to_arm():
         scope.configure_trigger(1, 0.5)
         wf, = scope.capture(1, timeout_s=3)
     assert wf.volts[0] < 0.05 and wf.volts[-1] > 0.95
+
+
+class _Clocked:
+    """A clocked source: a pulse train in its own time, which moves only when asked (no wall clock)."""
+
+    def __init__(self):
+        self.t = 100.0
+        self.busy = False
+
+    def now(self):
+        return self.t
+
+    def run_until(self, t):
+        if not self.busy and t > self.t:
+            self.t = t
+        return self.t
+
+    def volts(self, channel, t):
+        t = np.asarray(t, dtype=float)
+        high = ((t >= 100.030) & (t < 100.034)) | ((t >= 100.040) & (t < 100.044))
+        return np.where(high, 3.3 if channel == 2 else 0.02, 0.0 if channel == 2 else 0.005)
+
+
+def test_a_clocked_source_is_acquired_in_its_own_time():
+    import time
+
+    src = _Clocked()
+    with ScopeSimulator("rigol", src, noise_vrms=0.0, seed=1) as server, open_scope(server.resource) as scope:
+        setup_board_capture(scope, scale=2e-3, points=24_000)  # 24 ms record centred on the trigger
+        scope.arm()  # the idle source's time runs for the pre-trigger half of the record
+        server.sync()  # what the driver sent is handled (the virtual board does this before each command)
+        assert server.poll_state() == "WAIT" and src.t == pytest.approx(100.012)
+        time.sleep(0.2)  # wall time passes: nothing happens in the source's time
+        assert server.poll_state() == "WAIT" and src.t == pytest.approx(100.012)
+        src.busy = True
+        src.t = 100.035  # the board ran past the first pulse: triggered, record not yet full
+        assert server.poll_state() == "TD"
+        src.busy = False  # idle: the scope lets the source's time run to the end of its record
+        scope.wait_for_trigger(timeout_s=2)
+        shunt, marker = scope.fetch(1, 2)
+    assert src.t == pytest.approx(100.030 + 0.012, abs=1e-4)
+    high = np.asarray(marker.volts) > 1.65
+    assert int(np.count_nonzero(high[1:] & ~high[:-1])) == 2
+    t_first = float(marker.time[np.argmax(high)])
+    assert t_first == pytest.approx(0.0, abs=2e-6)  # the trigger is the source's first edge, not a wall time

@@ -8,11 +8,15 @@ built for meters returns amperes, 1 A/V; the scope-oriented `ActivityTimeline` r
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from instruments.sim.signals import SignalSource
+from instruments.sim.signals import SignalSource, is_clocked
+
+#: Idle time a meter lets pass on a clocked source when armed, so a run never starts on its first sample.
+CLOCKED_LEAD_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,33 @@ class MeterFrontEnd:
         self.oversample = max(1, int(oversample))
         self.noise_a = float(noise_a)
         self.rng = np.random.default_rng(seed)
+        self._wall_last: float | None = None
 
-    def arm(self, t: float) -> None:
-        """Tell the source the acquisition starts (relative `FunctionSource`s and `ArraySource` use it)."""
+    def now(self) -> float:
+        """The meter's time: `time.monotonic()`, or a clocked source's simulation time (the virtual board's).
+
+        On a clocked source idle time passes as wall time passes (as it does on a bench), so a meter waiting
+        for samples after the run gets them; while the board executes, its own clock moves time.
+        """
+        wall = time.monotonic()
+        if not is_clocked(self.source):
+            return wall
+        if self._wall_last is not None and wall > self._wall_last:
+            self.source.run_until(self.source.now() + (wall - self._wall_last))
+        self._wall_last = wall
+        return float(self.source.now())
+
+    def arm(self, t: float | None = None) -> float:
+        """Start an acquisition now (or at `t`); return its start time on the meter's clock."""
+        if is_clocked(self.source):
+            self._wall_last = time.monotonic()
+            self.source.run_until(self.source.now() + CLOCKED_LEAD_S)
+            t = float(self.source.now())
+        elif t is None:
+            t = time.monotonic()
         if self.source is not None and hasattr(self.source, "arm"):
             self.source.arm(t)
+        return t
 
     def current(self, t: np.ndarray, dt: float) -> np.ndarray:
         """Mean current over [t - dt/2, t + dt/2) of each sample (A), plus white noise if configured."""

@@ -161,15 +161,14 @@ class SimulatedDriver:
         fs = int(sim.values["h/fs"])
         decimate = BASE_RATE // fs
         dt = 1.0 / fs
-        t_start = time.monotonic()
-        sim.front.arm(t_start)
+        t_start = sim.front.arm()
         sid0 = 1_000_000  # the device's sample counter does not start at 0
         k = 0
         utc0 = int(time.time() * TIME64_ONE)
         time_map = {"offset_time": utc0, "offset_counter": sid0, "counter_rate": float(BASE_RATE)}
         while self._streaming.is_set():
             time.sleep(CHUNK_S / 2)
-            k_end = int((time.monotonic() - t_start) * fs)
+            k_end = int((sim.front.now() - t_start) * fs)
             if f.stop_after_samples is not None:
                 k_end = min(k_end, f.stop_after_samples)
             if k_end <= k:

@@ -336,8 +336,7 @@ class OtiiSimulator:
     def _cmd_project_start_recording(self, data):
         if data.get("project_id") not in self.projects:
             raise _OtiiError("Project does not exist", {})
-        now = time.monotonic()
-        self.front.arm(now)
+        now = self.front.arm()
         self.recording = _Recording(self._next_id, f"Recording {len(self.recordings) + 1}", now)
         self._next_id += 1
 
@@ -345,7 +344,7 @@ class OtiiSimulator:
         rec = self.recording
         if rec is None:
             raise _OtiiError("Command failure", {"message": "no recording running"})
-        rec.t_stop = time.monotonic()
+        rec.t_stop = self.front.now()
         self._record(rec)
         self.recordings.append(rec)
         self.recording = None

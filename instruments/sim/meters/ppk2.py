@@ -198,7 +198,7 @@ class PPK2Simulator:
                 time.sleep(wait)
             with self._lock:
                 if self.state.measuring:
-                    self._produce(time.monotonic())
+                    self._produce(self.front.now())
                 self._flush()
 
     def _parse(self) -> None:
@@ -222,9 +222,8 @@ class PPK2Simulator:
         if op == AVERAGE_START:
             if not st.measuring:
                 st.measuring = True
-                self._t_start = time.monotonic()
+                self._t_start = self.front.arm()
                 self._k = self._emitted = 0
-                self.front.arm(self._t_start)
         elif op == AVERAGE_STOP:
             st.measuring = False
         elif op == DEVICE_RUNNING_SET:

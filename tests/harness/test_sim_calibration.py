@@ -1,0 +1,59 @@
+"""The virtual board against published ESP32-family figures: TFLM's person_detect on six (chip, kernels) pairs.
+
+Published: esp-tflite-micro README, "Performance Comparison" (invoke() time of the person_detection example).
+The model file is TFLM's own, from ../shared/data; the tests skip with the reason where it is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hil.bench import parse_bench
+from hil.protocol import DutClient
+from hil.sim.bench import VirtualBench
+from hil.sim.board import VirtualBoard
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+PERSON_DETECT = SHARED / "person_detect.tflite"
+pytestmark = pytest.mark.skipif(
+    not PERSON_DETECT.is_file(), reason=f"{PERSON_DETECT} is absent (the shared data folder ../shared/data)"
+)
+
+# chip, kernels, clock, published invoke() ms -- typed in from the README, not read from calibration.yaml
+PUBLISHED = [
+    ("esp32", "esp-nn", 240, 380.0),
+    ("esp32", "reference", 240, 4084.0),
+    ("esp32s3", "esp-nn", 240, 54.0),
+    ("esp32s3", "reference", 240, 2300.0),
+    ("esp32c3", "esp-nn", 160, 426.0),
+    ("esp32c3", "reference", 160, 3355.0),
+]
+
+
+@pytest.mark.parametrize(("chip", "kernels", "mhz", "published_ms"), PUBLISHED)
+def test_person_detect_latency_is_within_25_percent_of_the_published_figure(
+    chip: str, kernels: str, mhz: int, published_ms: float
+) -> None:
+    model = PERSON_DETECT.read_bytes()
+    with VirtualBoard(model, chip=chip, kernels=kernels, boot_s=0.0).start(tcp_port=None) as b, \
+            DutClient(b.pty_path) as c:  # fmt: skip
+        hello = c.require_model()
+        assert hello.cpu_mhz == mhz and hello.board == f"virtual-{chip}"
+        r = c.infer(3, 1)
+    assert r.mean_us / 1e3 == pytest.approx(published_ms, rel=0.25)
+
+
+def test_scope_sees_person_detect_pulses_of_the_published_width(tmp_path: Path) -> None:
+    """Board + scope through the harness's own capture procedure: 380 ms pulses on the ESP32 with ESP-NN."""
+    from hil.measure import Settings, measure_power
+    from instruments.scope import open_scope
+
+    config = parse_bench({"boards": [{"name": "b", "chip": "esp32", "kernels": "esp-nn"}]})
+    with VirtualBench(config, PERSON_DETECT, boot_s=0.0) as vb, DutClient(vb.port) as c, \
+            open_scope(vb.resource) as scope:  # fmt: skip
+        m = measure_power(c, scope, vb.spec, Settings(trials=2, warmup=1, window_s=1.0))
+    f = m.figures()
+    assert f["pulse_width_ms"].valid and f["pulse_width_ms"].value == pytest.approx(380, rel=0.25)
+    assert f["pulse_vs_latency_pct"].value < 0.5
