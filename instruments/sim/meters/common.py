@@ -46,6 +46,11 @@ class MeterFrontEnd:
         self.rng = np.random.default_rng(seed)
         self._wall_last: float | None = None
 
+    @property
+    def clocked(self) -> bool:
+        """True on a clocked source (the virtual board's simulation time)."""
+        return is_clocked(self.source)
+
     def now(self) -> float:
         """The meter's time: `time.monotonic()`, or a clocked source's simulation time (the virtual board's).
 
