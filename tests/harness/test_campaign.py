@@ -234,3 +234,20 @@ def test_a_bench_outside_the_checkout_after_a_space_gets_the_form_that_works(tmp
     ok = subprocess.run([sys.executable, "-m", "pytest", "-m", "hil", "-p", "no:cacheprovider", "--collect-only",
                          "-q", f"--bench={bench}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "tests collected" in ok.stdout
+
+
+@pytest.mark.slow
+def test_hil_measure_and_pytest_give_the_same_figures_to_the_last_digit(workspace: Path, capsys) -> None:
+    """One code path, one simulation clock: the same variant, options and seed give identical figures."""
+    import subprocess
+    import sys
+
+    args = measure_args(workspace, "--variants=baseline-int8")
+    assert main(args) == 0, capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "hil", "-p", "no:cacheprovider", "-q", "tests/hil",
+                        *args[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    with ResultsStore(workspace / "results.sqlite") as store:
+        first, second = ({m.metric: m.value for m in store.measurements(run.id)} for run in store.runs())
+    assert first.keys() == second.keys() and {"energy_mj", "latency_ms", "power_mw"} <= first.keys()
+    assert first == second
