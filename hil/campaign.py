@@ -33,6 +33,31 @@ OUTPUT_COSINE_MIN = 0.99
 DEVICE_ACCURACY_METRICS = ("accuracy", "output_agreement", "output_cosine")
 
 
+# The campaign's options, declared once: `pytest -m hil` adds them to its `hil` group, `hil measure` to its parser.
+OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--bench", {"default": "bench.yaml", "help": "bench file (default: %(default)s, the virtual bench)"}),
+    ("--budgets", {"default": "budgets.yaml", "help": "budget file (default: %(default)s)"}),
+    ("--variants", {"action": "append", "default": None, "metavar": "NAMES",
+                    "help": "comma-separated variants, recipes or reference-study names (default: the whole matrix)"}),
+    ("--models-config", {"default": None, "help": "variant matrix (default: models/variants.yaml)"}),
+    ("--models-dir", {"default": "artifacts/models", "help": "factory output folder (default: %(default)s)"}),
+    ("--data", {"default": "digits", "help": "data set: digits | svhn:PATH | mnist:PATH | fashion:PATH"}),
+    ("--inferences", {"type": int, "default": None, "help": "timed inferences per capture (default: --window)"}),
+    ("--window", {"type": float, "default": 1.0,
+                  "help": "seconds of timed inference per capture when --inferences is not given (default: "
+                          "%(default)s; MLPerf Tiny practice on a real bench: 10)"}),
+    ("--warmup", {"type": int, "default": 5, "help": "warm-up inferences before each capture (default: 5)"}),
+    ("--flash-app", {"action": "store_true",
+                     "help": "build the benchmark firmware (ESP-IDF) and flash the app once before measuring"}),
+    ("--trials", {"type": int, "default": 5, "help": "captures per variant; median reported (default: 5)"}),
+    ("--accuracy-samples", {"type": int, "default": 0, "help": "test images streamed to the device (0 = all)"}),
+    ("--results-db", {"default": "reports/results.sqlite", "help": "results history (default: %(default)s)"}),
+    ("--report-dir", {"default": "reports/latest", "help": "report folder (default: %(default)s)"}),
+    ("--baseline", {"default": None, "metavar": "RUN", "help": "gate against a run id or latest-main"}),
+    ("--gate", {"action": "append", "default": [], "metavar": "METRIC:TOL", "help": "e.g. energy_mj:5%%"}),
+)
+
+
 class Skipped(Exception):
     """The variant cannot run on the bench (e.g. TFLM cannot allocate it); carries the reason."""
 
@@ -57,6 +82,20 @@ class CampaignOptions:
     report_dir: Path = Path("reports/latest")
     baseline: str | None = None
     gate: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_values(cls, get: Callable[[str], Any]) -> CampaignOptions:
+        """The options from a lookup by flag (`--bench` ...): pytest's getoption, or argparse's namespace."""
+        chunks = get("--variants")
+        names = None if chunks is None else [n.strip() for chunk in chunks for n in chunk.split(",") if n.strip()]
+        return cls(
+            bench=Path(get("--bench")), budgets=Path(get("--budgets")), variants=names,
+            models_config=Path(get("--models-config")) if get("--models-config") else None,
+            models_dir=Path(get("--models-dir")), data=get("--data"), inferences=get("--inferences"),
+            window=get("--window"), warmup=get("--warmup"), trials=get("--trials"), flash_app=get("--flash-app"),
+            accuracy_samples=get("--accuracy-samples"), results_db=Path(get("--results-db")),
+            report_dir=Path(get("--report-dir")), baseline=get("--baseline"), gate=list(get("--gate")),
+        )
 
     def validate(self) -> None:
         """Every option checked before anything is measured: one HilError naming the option and the fix."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from hil.budgets import Verdict
-from hil.campaign import Campaign, CampaignOptions, Skipped, cross_checks
+from hil.campaign import OPTIONS, Campaign, CampaignOptions, Skipped, cross_checks
 from hil.errors import USER_ERRORS
 
 SESSION_KEY = "hil_session_uid"
@@ -31,44 +31,15 @@ CASE_PROPERTY = "hil_case"  # (variant, metric) of a test, carried in its report
 
 # ------------------------------------------------------------------------------------------------ options
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The `hil` option group; each option is also reachable through the `hil_options` fixture."""
+    """The `hil` option group (hil.campaign.OPTIONS, shared with `hil measure`); also the `hil_options` fixture."""
     g = parser.getgroup("hil", "TinyML hardware-in-the-loop (pytest -m hil)")
-    g.addoption("--bench", default="bench.yaml", help="bench file (default: %(default)s, the virtual bench)")
-    g.addoption("--budgets", default="budgets.yaml", help="budget file (default: %(default)s)")
-    g.addoption("--variants", action="append", default=None, metavar="NAMES",
-                help="comma-separated variants, recipes or reference-study names (default: the whole matrix)")
-    g.addoption("--models-config", default=None, help="variant matrix (default: models/variants.yaml)")
-    g.addoption("--models-dir", default="artifacts/models", help="factory output folder (default: %(default)s)")
-    g.addoption("--data", default="digits", help="data set: digits | svhn:PATH | mnist:PATH | fashion:PATH")
-    g.addoption("--inferences", type=int, default=None, help="timed inferences per capture (default: --window)")
-    g.addoption("--window", type=float, default=1.0,
-                help="seconds of timed inference per capture when --inferences is not given (default: "
-                "%(default)s; MLPerf Tiny practice on a real bench: 10)")
-    g.addoption("--warmup", type=int, default=5, help="warm-up inferences before each capture (default: 5)")
-    g.addoption("--flash-app", action="store_true",
-                help="build the benchmark firmware (ESP-IDF) and flash the app once before measuring (real boards)")
-    g.addoption("--trials", type=int, default=5, help="captures per variant; median reported (default: 5)")
-    g.addoption("--accuracy-samples", type=int, default=0, help="test images streamed to the device (0 = all)")
-    g.addoption("--results-db", default="reports/results.sqlite", help="results history (default: %(default)s)")
-    g.addoption("--report-dir", default="reports/latest", help="report folder (default: %(default)s)")
-    g.addoption("--baseline", default=None, metavar="RUN", help="gate against a run id or latest-main")
-    g.addoption("--gate", action="append", default=[], metavar="METRIC:TOL", help="e.g. energy_mj:5%%")
+    for flag, kwargs in OPTIONS:
+        g.addoption(flag, **kwargs)
 
 
 def options_from(config: pytest.Config) -> CampaignOptions:
     """The campaign options from pytest's command line."""
-    opt = config.getoption
-    chunks = opt("--variants")
-    names = None if chunks is None else [n.strip() for chunk in chunks for n in chunk.split(",") if n.strip()]
-    return CampaignOptions(
-        bench=Path(opt("--bench")), budgets=Path(opt("--budgets")), variants=names,
-        models_config=Path(opt("--models-config")) if opt("--models-config") else None,
-        models_dir=Path(opt("--models-dir")), data=opt("--data"), inferences=opt("--inferences"),
-        window=opt("--window"), warmup=opt("--warmup"), trials=opt("--trials"), flash_app=opt("--flash-app"),
-        accuracy_samples=opt("--accuracy-samples"), results_db=Path(opt("--results-db")),
-        report_dir=Path(opt("--report-dir")), baseline=opt("--baseline"),
-        gate=list(opt("--gate")),
-    )
+    return CampaignOptions.from_values(config.getoption)
 
 
 def _campaign(config: pytest.Config) -> Campaign:
