@@ -25,6 +25,7 @@ from instruments.sim.acquisition import Acquisition
 from instruments.sim.dialects import build_keysight, build_rigol, keysight_adc, rigol_adc
 from instruments.sim.scpi import UnknownCommand
 from instruments.sim.signals import SignalSource
+from instruments.sim.tcp import TcpServer
 
 #: Default identity per (dialect, ADC bits): models whose drivers expect that dialect and resolution.
 DEFAULT_IDN = {
@@ -57,8 +58,10 @@ class _Block(bytes):
     """A response that is an IEEE 488.2 block (subject to the block faults)."""
 
 
-class ScopeSimulator:
+class ScopeSimulator(TcpServer):
     """A Rigol- or Keysight-dialect oscilloscope fed by a `SignalSource`, served on 127.0.0.1."""
+
+
 
     def __init__(self, dialect: str = "rigol", source: SignalSource | None = None, adc_bits: int = 8,
                  noise_vrms: float = 0.0, host: str = "127.0.0.1", port: int = 0, *, idn: str | None = None,
@@ -77,15 +80,11 @@ class ScopeSimulator:
         adc = rigol_adc(adc_bits) if dialect == "rigol" else keysight_adc(adc_bits)
         self.acq = Acquisition(source, adc, noise_vrms=noise_vrms, divisions=divisions, seed=seed)
         self.faults = Faults()
-        self.host, self._port = host, port
+        self._init_tcp(host, port)
         self.commands: deque[str] = deque(maxlen=10_000)  # every line received, for tests and debugging
         self.unknown: list[str] = []  # headers no handler matched
         self.errors: deque[str] = deque(maxlen=32)
         self._table = build_rigol(self) if dialect == "rigol" else build_keysight(self)
-        self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
-        self._stop = threading.Event()
         self._local = threading.local()
         self._cond = threading.Condition()
         self._busy: dict[socket.socket, bool] = {}  # a connection's serving thread has unhandled lines
@@ -101,6 +100,9 @@ class ScopeSimulator:
         self.acq.source = value
         if self._listener is not None:
             self._hook()
+
+    def _on_start(self) -> None:
+        self._hook()
 
     def _hook(self) -> None:
         src = self.acq.source
@@ -119,49 +121,9 @@ class ScopeSimulator:
                 self._cond.wait(0.002)
 
     @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1] if self._listener else self._port
-
-    @property
     def resource(self) -> str:
         """The VISA resource string of the running server."""
         return f"TCPIP0::{self.host}::{self.port}::SOCKET"
-
-    def start(self) -> ScopeSimulator:
-        """Bind (port 0 = a free port) and serve in background threads."""
-        if self._listener is not None:
-            return self
-        self._stop.clear()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self._port))
-        listener.listen(8)
-        listener.settimeout(0.1)
-        self._listener = listener
-        self._hook()
-        thread = threading.Thread(target=self._accept_loop, name=f"scope-sim-{self.port}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every connection."""
-        self._stop.set()
-        for conn in list(self._conns):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(timeout=2.0)
-        self._threads.clear()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
-    def __enter__(self) -> ScopeSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- helpers used by the dialects -----------------------------------------------------------
     def block(self, payload: bytes) -> bytes:
@@ -195,18 +157,6 @@ class ScopeSimulator:
         return False
 
     # ---- serving --------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conns.add(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-
     def _serve(self, conn: socket.socket) -> None:
         self._local.sock = conn
         buf = bytearray()

@@ -29,6 +29,7 @@ import numpy as np
 
 from instruments.sim.meters.common import MeterFrontEnd, MeterProbe
 from instruments.sim.signals import SignalSource
+from instruments.sim.tcp import TcpServer
 
 DEFAULT_PORT = 1905
 #: Selectable `mc` sample rates (S/s): Arc 1-4 kS/s; Arc Pro / Ace Pro up to 50 kS/s.
@@ -58,8 +59,10 @@ class _Recording:
     channels: dict[str, Any] = field(default_factory=dict)  # "mc": (timestamp, interval, values); "i1": events
 
 
-class OtiiSimulator:
+class OtiiSimulator(TcpServer):
     """An Otii automation server on `host:port` with one Arc fed by a `SignalSource` (current A, marker on GPI1)."""
+
+    thread_name = "otii-sim"
 
     def __init__(self, source: SignalSource | None = None, probe: MeterProbe | None = None, *,
                  model: str = "Arc Pro", marker_input: int = 1, noise_a: float = 0.0, seed: int | None = None,
@@ -85,11 +88,7 @@ class OtiiSimulator:
         self.faults = OtiiFaults()
         self.requests: deque[dict] = deque(maxlen=10_000)  # every request received, parsed
         self.raw_requests: deque[bytes] = deque(maxlen=10_000)  # the bytes of every request line
-        self.host, self._port = host, port
-        self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
-        self._stop = threading.Event()
+        self._init_tcp(host, port)
         self._lock = threading.RLock()
         self._next_id = 1
 
@@ -101,56 +100,7 @@ class OtiiSimulator:
     def source(self, value: SignalSource | None) -> None:
         self.front.source = value
 
-    @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1] if self._listener else self._port
-
-    # ---- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> OtiiSimulator:
-        if self._listener is not None:
-            return self
-        self._stop.clear()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self._port))
-        listener.listen(4)
-        listener.settimeout(0.1)
-        self._listener = listener
-        thread = threading.Thread(target=self._accept_loop, name=f"otii-sim-{self.port}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for conn in list(self._conns):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(timeout=2.0)
-        self._threads.clear()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
-    def __enter__(self) -> OtiiSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ---- serving --------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            self._conns.add(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-
     def _send(self, conn: socket.socket, message: dict | bytes) -> None:
         data = message if isinstance(message, bytes) else json.dumps(message).encode("utf-8")
         conn.sendall(data + b"\r\n")
