@@ -19,6 +19,7 @@ import numpy as np
 
 from hil.protocol import CHUNK_MAX_BYTES, DutClient
 from hil.sim.board import VirtualBoard
+from hil.wire import sign_command
 
 UART_BAUD = 921_600
 UART_BYTES_PER_S = UART_BAUD / 10  # 8N1: 10 bits on the wire per byte
@@ -53,11 +54,11 @@ def round_trip(url: str, n: int) -> list[float]:
 
 
 def host_to_device_bytes(input_bytes: int) -> int:
-    """Bytes the host sends per image: `input LEN CRC`, the `data` chunks, `run` (each with '\\n')."""
-    total = len(f"input {input_bytes} 00000000\n")
+    """Bytes the host sends per image: `input LEN CRC`, the `data` chunks, `run`, each signed and with '\\n'."""
+    lines = [f"input {input_bytes} 00000000", "run"]
     for off in range(0, input_bytes, CHUNK_MAX_BYTES):
-        total += len("data \n") + len(base64.b64encode(bytes(min(CHUNK_MAX_BYTES, input_bytes - off))))
-    return total + len("run\n")
+        lines.append("data " + base64.b64encode(bytes(min(CHUNK_MAX_BYTES, input_bytes - off))).decode())
+    return sum(len(sign_command(line)) + 1 for line in lines)
 
 
 def main() -> int:

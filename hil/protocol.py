@@ -1,7 +1,9 @@
-"""Host client of the HIL device protocol (docs/protocol.md, version 1) over any pyserial port or URL.
+"""Host client of the HIL device protocol (docs/protocol.md, versions 1 and 2) over any pyserial port or URL.
 
-One command per line, one `@hil {json}` reply per command; other lines are device log. The client
-resynchronises after garbage, a timeout or a board reset (re-handshake, re-issue once). The protocol's
+One command per line, one `@hil {json}` reply per command; other lines are device log. The client speaks the
+version the device announces in `hello`: with version 2 every line carries a CRC32 both ways and a reply
+without a valid one is garbage. It resynchronises after garbage, a timeout or a board reset (`sync`, or
+`hello` with a version 1 device) and re-issues the command. The protocol's
 constants, reply types and line formats live in `hil.wire` (shared with the virtual board); they are
 re-exported here so `from hil.protocol import ...` keeps working.
 """
@@ -24,6 +26,7 @@ from hil.wire import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     READY_MARK,
+    SUPPORTED_PROTOCOLS,
     UPLOAD_ERRORS,
     Hello,
     InferResult,
@@ -38,9 +41,13 @@ from hil.wire import (
     looks_like_reply,
     parse_reply,
     reply_deadline_s,
+    sign_command,
 )
 
 T = TypeVar("T")
+GARBAGE_RETRIES_V2 = 3  # re-issues after replies that failed their CRC (transient link noise), version 2
+SYNC_TRIES = 4  # `sync` requests per resynchronisation (each reply is ~50 bytes)
+HELLO_TRIES = 3  # plain `hello` requests when a session opens
 
 
 class DutError(HilError):
@@ -73,8 +80,10 @@ class _BoardReset(Exception):
 class DutClient:
     """A device under test speaking the HIL protocol on a serial port, pty path or pyserial URL.
 
-    `open()` flushes input and handshakes (`hello`); `hello_info` then holds the device description and
-    `hello_reply` the raw reply object it was read from.
+    `open()` flushes input and handshakes (`hello`); `hello_info` then holds the device description,
+    `hello_reply` the raw reply object it was read from and `protocol` the version spoken from then on.
+    `resyncs` counts resynchronisations and `garbage` the reply-like lines that were refused (a CRC that
+    does not match, a malformed reply), so a noisy link shows in the figures' provenance.
     """
 
     def __init__(
@@ -95,7 +104,10 @@ class DutClient:
         self.hello_info: Hello | None = None
         self.hello_reply: dict[str, Any] | None = None
         self.resyncs = 0
+        self.garbage = 0
+        self.protocol: int | None = None  # negotiated by the first hello
         self.last_latency_s: float | None = None
+        self._sync_token = 0
         self._ser: Any = None
         self._buf = bytearray()
         self._sent: set[str] = set()
@@ -164,7 +176,7 @@ class DutClient:
                 self._buf.extend(chunk)
 
     def _send(self, line: str) -> None:
-        data = line.encode("ascii") + b"\n"
+        data = (sign_command(line) if self._crc_required else line).encode("ascii") + b"\n"
         if len(data) - 1 > MAX_LINE_BYTES:
             raise DutError(
                 f"command line of {len(data) - 1} bytes exceeds the protocol limit of {MAX_LINE_BYTES}"
@@ -192,13 +204,14 @@ class DutClient:
                     "running the HIL firmware, the port right and the baud the board's?",
                     lines=list(self.last_lines),
                 )
-            reply = parse_reply(line)
+            reply = parse_reply(line, require_crc=self._crc_required)
             if reply is None:
                 if READY_MARK in line:
                     self._note(line, is_log=True)
                     raise _BoardReset(line)
                 if looks_like_reply(line):
                     self._note(line, is_log=True)
+                    self.garbage += 1
                     raise _Garbage(line)
                 self._note(line, is_log=True)
                 continue
@@ -207,7 +220,12 @@ class DutClient:
                 return reply
             if reply["cmd"] in self._sent and reply["cmd"] != "?":
                 continue  # a late reply to an earlier command: stale
-            raise _Garbage(line)  # a reply to a command we never sent: our line was corrupted
+            self.garbage += 1
+            raise _Garbage(line)  # `?` or a command we never sent: our line was corrupted on the way
+
+    @property
+    def _crc_required(self) -> bool:
+        return self.protocol is not None and self.protocol >= 2
 
     def _exchange(self, line: str, timeout_s: float) -> dict[str, Any]:
         self._send(line)
@@ -220,30 +238,32 @@ class DutClient:
             if line is None:
                 self._buf.clear()
                 return
-            self._note(line, is_log=parse_reply(line) is None)
+            self._note(line, is_log=parse_reply(line, require_crc=self._crc_required) is None)
 
     # -- requests ---------------------------------------------------------------------------------
     def handshake(self) -> Hello:
-        """Send `hello` (once more after garbage, a timeout or a reset) and check the protocol version."""
+        """Send `hello` (again after garbage, a timeout or a reset) and adopt the device's protocol version."""
         if self._ser is None:
             raise DutError("DutClient is not open; call open() or use it as a context manager")
-        for attempt in range(2):
+        tries = HELLO_TRIES if self.protocol is None or self.protocol >= 2 else 2
+        for attempt in range(tries):
             try:
                 return self._accept_hello(self._exchange("hello", DEVICE_DEADLINE_S + self.margin_s))
             except (_Garbage, _BoardReset, DutTimeout) as exc:
-                if attempt == 1:
+                if attempt == tries - 1 or (isinstance(exc, DutTimeout) and attempt >= 1):
                     raise self._failure("hello", exc) from None
                 self._drain()
         raise AssertionError("unreachable")
 
     def _accept_hello(self, reply: dict[str, Any]) -> Hello:
         proto = reply.get("protocol")
-        if not isinstance(proto, int):
+        if not isinstance(proto, int) or isinstance(proto, bool):
             raise _Garbage(f"hello reply without an integer protocol: {proto!r}")
-        if proto != PROTOCOL_VERSION:
+        if proto not in SUPPORTED_PROTOCOLS:
             raise DutError(
-                f"device on {self.port} speaks protocol {proto!r}, this host needs {PROTOCOL_VERSION}; "
-                "flash matching firmware",
+                f"device on {self.port} speaks protocol {proto}, this host speaks "
+                f"{' and '.join(map(str, SUPPORTED_PROTOCOLS))}; flash firmware of a matching version "
+                "or upgrade this package",
                 lines=list(self.last_lines),
             )
         if not reply.get("ok") and reply.get("code") != E_MODEL:
@@ -255,21 +275,45 @@ class DutClient:
             self.hello_reply = reply
         except (KeyError, TypeError, ValueError) as exc:
             raise _Garbage(f"hello reply lacks or garbles {exc}") from None
+        self.protocol = proto
         return self.hello_info
 
     def _resync(self) -> None:
+        """Get back in step with the device: `sync` with a fresh token (version 2), or `hello` (version 1)."""
         self.resyncs += 1
         self._drain()
-        self._accept_hello(self._exchange("hello", DEVICE_DEADLINE_S + self.margin_s))
+        if not self._crc_required:
+            self._accept_hello(self._exchange("hello", DEVICE_DEADLINE_S + self.margin_s))
+            return
+        for attempt in range(SYNC_TRIES):
+            self._sync_token = (self._sync_token + 1) % 2**32
+            token = self._sync_token
+            try:
+                self._send(f"sync {token}")
+                deadline = time.monotonic() + DEVICE_DEADLINE_S + self.margin_s
+                while True:  # a reply to an earlier `sync` is stale: wait for this token
+                    reply = self._await_reply("sync", max(0.0, deadline - time.monotonic()))
+                    if reply.get("ok") and reply.get("token") == token:
+                        return
+            except (_Garbage, _BoardReset) as exc:  # a timeout is not retried: the board is not answering
+                if attempt == SYNC_TRIES - 1:
+                    raise exc
+                self._drain()
 
     def _failure(self, line: str, exc: Exception) -> DutError:
         what = line[:40]
+        noise = (
+            f"; {self.garbage} corrupted replies in this session: the serial link is corrupting bytes (check "
+            "the cable, its length and grounding, and the baud rate)"
+            if self.garbage >= 2
+            else ""
+        )
         if isinstance(exc, DutTimeout):
             return DutTimeout(
-                f"'{what}' failed after resynchronisation: {exc.args[0]}", lines=list(self.last_lines)
+                f"'{what}' failed after resynchronisation: {exc.args[0]}{noise}", lines=list(self.last_lines)
             )
         return DutError(
-            f"'{what}' failed after resynchronisation: unreadable reply {str(exc)[:80]!r}",
+            f"'{what}' failed after resynchronisation: unreadable reply {str(exc)[:80]!r}{noise}",
             lines=list(self.last_lines),
         )
 
@@ -285,9 +329,11 @@ class DutClient:
             raise DutError("DutClient is not open; call open() or use it as a context manager")
         if timeout_s is None:
             timeout_s = reply_deadline_s(line, self.last_latency_s) + self.margin_s
-        for attempt in range(2):
+        timeouts = 0
+        attempt = 0
+        while True:
             try:
-                if attempt == 1:
+                if attempt:
                     self._resync()
                 reply = self._exchange(line, timeout_s)
                 if not reply["ok"]:
@@ -301,18 +347,23 @@ class DutClient:
                 try:
                     return parse(reply)
                 except (KeyError, TypeError, ValueError) as exc:
+                    self.garbage += 1
                     raise _Garbage(f"{line.split(' ', 1)[0]} reply lacks or garbles {exc}") from None
             except (_Garbage, _BoardReset, DutTimeout) as exc:
-                if attempt == 1:
+                timeouts += isinstance(exc, DutTimeout)
+                # version 2 replies are CRC-checked, so garbage is link noise worth a few more tries; a
+                # timeout, a reset or any failure on a version 1 link gets one re-issue
+                retries = GARBAGE_RETRIES_V2 if self._crc_required and isinstance(exc, _Garbage) else 1
+                if attempt >= retries or timeouts > 1:
                     raise self._failure(line, exc) from None
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def version(self) -> Version:
         """Cheap liveness check."""
 
         def parse(r: dict[str, Any]) -> Version:
-            if r["protocol"] != PROTOCOL_VERSION:
-                raise ValueError(f"protocol {r['protocol']!r}")
+            if r["protocol"] != self.protocol:
+                raise ValueError(f"protocol {r['protocol']!r} after hello said {self.protocol}")
             return Version(int(r["protocol"]), str(r["firmware"]), str(r["board"]))
 
         return self.request("version", parse=parse)
@@ -339,6 +390,8 @@ class DutClient:
             lat = tuple(int(x) for x in r["latency_us"])
             if len(lat) != n or int(r["n"]) != n:
                 raise ValueError(f"{len(lat)} latencies for n={n}")
+            if int(r["warmup"]) != warmup or int(r["gap_ms"]) != gap_ms:
+                raise ValueError(f"echo warmup={r['warmup']} gap_ms={r['gap_ms']} for {warmup} {gap_ms}")
             return InferResult(
                 int(r["n"]),
                 int(r["warmup"]),
@@ -441,6 +494,7 @@ __all__ = [
     "CHUNK_MAX_BYTES",
     "MAX_LINE_BYTES",
     "PROTOCOL_VERSION",
+    "SUPPORTED_PROTOCOLS",
     "DutClient",
     "DutError",
     "DutTimeout",

@@ -1,4 +1,4 @@
-"""The HIL device protocol on the wire (docs/protocol.md, version 1): constants, types, CRC, line formats.
+"""The HIL device protocol on the wire (docs/protocol.md, version 2; version 1 read): constants, types, CRC, lines.
 
 One definition shared by both ends: the host client (`hil.protocol.DutClient`), the virtual board's device
 core (`hil.sim.device`) and `hil firmware`'s flash check. Nothing here does I/O.
@@ -14,17 +14,21 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the version this package's devices speak (the virtual board, the firmware core)
+SUPPORTED_PROTOCOLS = (1, 2)  # the versions the host speaks, whichever the device announces
 MAX_LINE_BYTES = 1024  # a command line's limit before its terminator
 CHUNK_MAX_BYTES = 750  # the most tensor bytes one `data` line carries
 REPLY_PREFIX = "@hil "
 READY_MARK = "hil-ready"
 MAX_INFERENCE_S = 10.0  # the longest inference the firmware accepts (spec, "Timeouts")
 DEVICE_DEADLINE_S = 1.0  # reply deadline of the quick commands
-COMMANDS = ("version", "hello", "infer", "input", "data", "run", "profile", "reset")
+COMMANDS = ("version", "hello", "sync", "infer", "input", "data", "run", "profile", "reset")
+COMMANDS_V1 = tuple(c for c in COMMANDS if c != "sync")
+CRC_MARK = "*"  # separates a line from its CRC32 (docs/protocol.md, "Transport")
 
 E_UNKNOWN_CMD = "E_UNKNOWN_CMD"
 E_LINE_TOO_LONG = "E_LINE_TOO_LONG"
+E_LINE_CRC = "E_LINE_CRC"
 E_ARGS = "E_ARGS"
 E_STATE = "E_STATE"
 E_BASE64 = "E_BASE64"
@@ -32,14 +36,16 @@ E_LENGTH = "E_LENGTH"
 E_CRC = "E_CRC"
 E_MODEL = "E_MODEL"
 E_INVOKE = "E_INVOKE"
-ERROR_CODES = (E_UNKNOWN_CMD, E_LINE_TOO_LONG, E_ARGS, E_STATE, E_BASE64, E_LENGTH, E_CRC, E_MODEL, E_INVOKE)
+ERROR_CODES = (
+    E_UNKNOWN_CMD, E_LINE_TOO_LONG, E_LINE_CRC, E_ARGS, E_STATE, E_BASE64, E_LENGTH, E_CRC, E_MODEL, E_INVOKE
+)
 UPLOAD_ERRORS = (E_BASE64, E_CRC, E_STATE, E_LENGTH)  # a failed upload the host restarts from `input`
 
 
 # -- lines ------------------------------------------------------------------------------------------------
-def ready_banner() -> str:
-    """The log line a device prints when it (re)boots: `hil-ready protocol=1`."""
-    return f"{READY_MARK} protocol={PROTOCOL_VERSION}"
+def ready_banner(version: int = PROTOCOL_VERSION) -> str:
+    """The log line a device prints when it (re)boots: `hil-ready protocol=2`."""
+    return f"{READY_MARK} protocol={version}"
 
 
 def split_command(line: str) -> list[str]:
@@ -47,9 +53,34 @@ def split_command(line: str) -> list[str]:
     return [t for t in line.rstrip("\r").split(" ") if t]
 
 
-def format_reply(obj: dict[str, Any]) -> str:
-    """A reply line without its terminator: `@hil ` and one compact JSON object."""
-    return REPLY_PREFIX + json.dumps(obj, separators=(",", ":"))
+def sign_command(line: str) -> str:
+    """A command line with its own CRC appended (` *crc32`), as a host sends it to a version 2 device."""
+    return f"{line} {CRC_MARK}{crc32_hex(line.encode('ascii'))}"
+
+
+def strip_command_crc(line: str) -> str | None:
+    """The command of a line with its ` *crc32` suffix checked and removed; the line as is when it has none.
+
+    None when the line's last token starts with `*` but is not a well-formed CRC matching the line
+    (the device then answers E_LINE_CRC and executes nothing).
+    """
+    text = line.rstrip("\r").rstrip(" ")
+    tokens = text.split(" ")
+    if not tokens[-1].startswith(CRC_MARK):
+        return line
+    if len(text) < 11 or text[-10:-8] != " " + CRC_MARK:
+        return None
+    want = normalize_crc32(text[-8:])
+    body = text[:-10]
+    return body if want is not None and crc32_hex(body.encode("latin-1")) == want else None
+
+
+def format_reply(obj: dict[str, Any], version: int = PROTOCOL_VERSION) -> str:
+    """A reply line without its terminator: `@hil `, one compact JSON object and (version 2) `*` + its CRC32."""
+    text = json.dumps(obj, separators=(",", ":"))
+    if version < 2:
+        return REPLY_PREFIX + text
+    return f"{REPLY_PREFIX}{text}{CRC_MARK}{crc32_hex(text.encode('utf-8'))}"
 
 
 def error_reply(cmd: str, code: str, message: str) -> dict[str, Any]:
@@ -57,17 +88,31 @@ def error_reply(cmd: str, code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "cmd": cmd, "code": code, "error": message}
 
 
-def parse_reply(line: str) -> dict[str, Any] | None:
-    """The JSON object of a reply line, or None when the line is not a well-formed reply."""
+def parse_reply(line: str, *, require_crc: bool = False) -> dict[str, Any] | None:
+    """The JSON object of a reply line, or None when the line is not a well-formed reply.
+
+    A line ending in `*` and 8 hex digits must match that CRC32; a line without one is read only when
+    `require_crc` is false (a version 1 device) and never when it claims version 2 or later.
+    """
     at = line.find(REPLY_PREFIX + "{")
     if at < 0:
         return None
+    text = line[at + len(REPLY_PREFIX) :].rstrip("\r\n")
+    signed = len(text) > 9 and text[-9] == CRC_MARK and normalize_crc32(text[-8:]) == text[-8:]
+    if signed:
+        text, crc = text[:-9], text[-8:]
+        if crc32_hex(text.encode("utf-8", errors="replace")) != crc:
+            return None
+    elif require_crc:
+        return None
     try:
-        obj = json.loads(line[at + len(REPLY_PREFIX) :])
+        obj = json.loads(text)
     except ValueError:
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool) or not isinstance(obj.get("cmd"), str):
         return None
+    if not signed and isinstance(obj.get("protocol"), int) and obj["protocol"] >= 2:
+        return None  # a version 2 device never sends a line without its CRC: this one lost it on the way
     return obj
 
 

@@ -33,7 +33,7 @@ from hil.errors import HilError
 from hil.sim.costmodel import Calibration, ChipProfile, CostModel, layers_from_model, load_calibration
 from hil.sim.timeline import ActivityTimeline
 
-FIRMWARE_VERSION = "0.1.0-sim"
+FIRMWARE_VERSION = "0.2.0-sim"
 DEFAULT_ARENA_BYTES = 256 * 1024
 BOOT_BANNER = (
     "ets Jun  8 2016 00:22:57",
@@ -164,10 +164,15 @@ class DeviceCore:
         seed: int = 0,
         timeline: ActivityTimeline | None = None,
         calibration: Calibration | None = None,
+        protocol: int = wire.PROTOCOL_VERSION,
     ):
         """`time_scale`: wall seconds per simulated second (0: as fast as the host can; `speed` is its
         deprecated alias); `baud`: the UART rate whose transfer time each command line and reply costs in
-        simulated time (None: none); `seed`: latency jitter, per-inference power and ripple phase."""
+        simulated time (None: none); `seed`: latency jitter, per-inference power and ripple phase; `protocol`:
+        the version spoken (1 emulates firmware from before version 2: no CRCs, no `sync`)."""
+        if protocol not in wire.SUPPORTED_PROTOCOLS:
+            raise HilError(f"virtual board protocol must be one of {wire.SUPPORTED_PROTOCOLS}, got {protocol}")
+        self.protocol = protocol
         scale = time_scale if time_scale is not None else speed
         if scale is not None and scale < 0:
             raise HilError(f"virtual board time_scale must be >= 0, got {scale}")
@@ -220,7 +225,7 @@ class DeviceCore:
         self._upload = None
         self.restart_pending = False
         self._boot_count += 1
-        return [*BOOT_BANNER, f"I ({330 + self._boot_count}) hil: {wire.ready_banner()}"]
+        return [*BOOT_BANNER, f"I ({330 + self._boot_count}) hil: {wire.ready_banner(self.protocol)}"]
 
     # -- commands ---------------------------------------------------------------------------------------
     def handle(self, line: str | None, interrupt: Callable[[], None] | None = None) -> list[str]:
@@ -249,17 +254,26 @@ class DeviceCore:
     def _handle(self, line: str | None, interrupt: Callable[[], None] | None) -> list[str]:
         if line is None or len(line.rstrip("\r")) > wire.MAX_LINE_BYTES:
             message = f"command line longer than {wire.MAX_LINE_BYTES} bytes discarded"
-            return [wire.format_reply(wire.error_reply("?", wire.E_LINE_TOO_LONG, message))]
-        tokens = wire.split_command(line)
-        if not tokens:
+            return [self._reply(wire.error_reply("?", wire.E_LINE_TOO_LONG, message))]
+        if not wire.split_command(line):
             return []
+        if self.protocol >= 2:
+            checked = wire.strip_command_crc(line)
+            if checked is None:
+                message = "command line CRC missing its 8 hex digits or not matching the line; nothing executed"
+                return [self._reply(wire.error_reply("?", wire.E_LINE_CRC, message))]
+            line = checked
+        tokens = wire.split_command(line)
         cmd, args = tokens[0], tokens[1:]
         log: list[str] = []
         try:
             reply = self._dispatch(cmd, args, log, interrupt)
         except CommandError as exc:
             reply = wire.error_reply(cmd, exc.code, str(exc))
-        return [*log, wire.format_reply(reply)]
+        return [*log, self._reply(reply)]
+
+    def _reply(self, obj: dict[str, Any]) -> str:
+        return wire.format_reply(obj, self.protocol)
 
     def _dispatch(
         self, cmd: str, args: list[str], log: list[str], interrupt: Callable[[], None] | None
@@ -267,7 +281,10 @@ class DeviceCore:
         if cmd in ("version", "hello", "reset", "run", "profile"):
             _nargs(args, 0, 0, f"{cmd} takes no arguments")
         if cmd == "version":
-            return self._ok(cmd, protocol=wire.PROTOCOL_VERSION, firmware=FIRMWARE_VERSION, board=self.board)
+            return self._ok(cmd, protocol=self.protocol, firmware=FIRMWARE_VERSION, board=self.board)
+        if cmd == "sync" and self.protocol >= 2:
+            _nargs(args, 1, 1, "usage: sync TOKEN (a decimal integer up to 4294967295)")
+            return self._ok(cmd, token=_uint(args[0], "TOKEN", 0, 0xFFFFFFFF), protocol=self.protocol)
         if cmd == "hello":
             return self._hello()
         if cmd == "reset":
@@ -289,7 +306,8 @@ class DeviceCore:
         if cmd == "profile":
             return self._cmd_profile()
         shown = cmd if len(cmd) <= 40 else cmd[:40] + "..."
-        raise CommandError(wire.E_UNKNOWN_CMD, f"unknown command {shown!r} (commands: {' '.join(wire.COMMANDS)})")
+        known = wire.COMMANDS if self.protocol >= 2 else wire.COMMANDS_V1
+        raise CommandError(wire.E_UNKNOWN_CMD, f"unknown command {shown!r} (commands: {' '.join(known)})")
 
     @staticmethod
     def _ok(cmd: str, **fields: Any) -> dict[str, Any]:
@@ -306,7 +324,7 @@ class DeviceCore:
         if m.error is not None:
             reply.update(code=wire.E_MODEL, error=m.error)
         reply.update(
-            protocol=wire.PROTOCOL_VERSION,
+            protocol=self.protocol,
             firmware=FIRMWARE_VERSION,
             board=self.board,
             board_id=self.board_id,

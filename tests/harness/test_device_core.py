@@ -114,7 +114,7 @@ def test_reset_replies_then_boot_forgets_the_input(core: DeviceCore) -> None:
     assert _reply(core, "reset") == {"ok": True, "cmd": "reset"}
     assert core.restart_pending
     log = core.boot()
-    assert log[: len(BOOT_BANNER)] == list(BOOT_BANNER) and READY_MARK in log[-1] and "protocol=1" in log[-1]
+    assert log[: len(BOOT_BANNER)] == list(BOOT_BANNER) and READY_MARK in log[-1] and "protocol=2" in log[-1]
     assert not core.restart_pending
     assert _reply(core, "run")["code"] == "E_STATE"
     assert _reply(core, "hello")["ok"]  # the model survives a restart

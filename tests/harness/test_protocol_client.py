@@ -86,7 +86,7 @@ def test_unknown_command_is_an_error_reply(board: VirtualBoard) -> None:
         with pytest.raises(DutError) as err:
             c.request("frobnicate 1")
         assert err.value.code == "E_UNKNOWN_CMD"
-        assert c.version().protocol == 1  # still in sync
+        assert c.version().protocol == 2  # still in sync
         assert c.resyncs == 0
 
 
@@ -153,7 +153,7 @@ def test_corrupt_model_image(sine_model: bytes) -> None:
 
 
 def test_client_refuses_another_protocol_version() -> None:
-    """A fake device on a socket that answers hello with protocol 2."""
+    """A bare device on a socket whose (well-formed, CRC-checked) hello says protocol 9."""
     import socket
     import threading
 
@@ -163,11 +163,12 @@ def test_client_refuses_another_protocol_version() -> None:
         conn, _ = srv.accept()
         with conn:
             conn.recv(100)
-            conn.sendall(b'@hil {"ok":true,"cmd":"hello","protocol":2}\r\n')
+            text = b'{"ok":true,"cmd":"hello","protocol":9}'
+            conn.sendall(b"@hil " + text + b"*%08x\r\n" % zlib.crc32(text))
             time.sleep(0.5)
 
     threading.Thread(target=serve, daemon=True).start()
-    with pytest.raises(DutError, match="speaks protocol 2"):
+    with pytest.raises(DutError, match="speaks protocol 9, this host speaks 1 and 2"):
         DutClient(f"socket://127.0.0.1:{srv.getsockname()[1]}").open()
     srv.close()
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import re
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,15 @@ class LinePort:
         raise NotImplementedError
 
     def reply(self) -> dict[str, Any]:
-        """The next reply; log lines before it are kept in `log`."""
+        """The next reply, its CRC checked here with zlib (not with the code under test); log lines go to `log`."""
         while True:
             text = self.line()
-            obj = parse_reply(text)
-            if obj is not None:
-                assert text.startswith("@hil {"), text
+            if "@hil" in text:
+                m = re.fullmatch(r"@hil (\{.*\})\*([0-9a-f]{8})", text)
+                assert m, f"a reply line must be '@hil ', JSON, '*' and 8 lowercase hex digits: {text!r}"
+                assert f"{zlib.crc32(m.group(1).encode()):08x}" == m.group(2), f"reply CRC does not match: {text!r}"
+                obj = json.loads(m.group(1))
+                assert obj == parse_reply(text, require_crc=True), text
                 return obj
             self.log.append(text)
 
@@ -127,7 +132,10 @@ def run_vectors(port: LinePort, input_bytes: int) -> int:
                     assert port.reply()["ok"], where
                 port.send(lines[-1])
             else:
-                port.send(_subst(step["send"], input_bytes))
+                line = _subst(step["send"], input_bytes)
+                if step.get("sign"):
+                    line += f" *{zlib.crc32(line.encode()):08x}"
+                port.send(line)
             reply = port.reply()
             _check(step, reply, where)
             if step.get("send") == "reset" and reply.get("ok"):

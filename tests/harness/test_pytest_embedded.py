@@ -30,11 +30,11 @@ def port(vboard: VirtualBoard) -> str:
 @pytest.mark.parametrize("embedded_services", ["serial"], indirect=True)
 def test_dut_expect_on_the_virtual_board(dut, vboard: VirtualBoard) -> None:
     dut.write("version\n")
-    dut.expect(r'@hil \{"ok":true,"cmd":"version","protocol":1,', timeout=5)
+    dut.expect(r'@hil \{"ok":true,"cmd":"version","protocol":2,', timeout=5)
     dut.write("infer 2 1\n")
     match = dut.expect(r'@hil \{"ok":true,"cmd":"infer".*"latency_us":\[(\d+),(\d+)\]', timeout=5)
     assert int(match.group(1)) > 0 and int(match.group(2)) > 0
     dut.write("frobnicate\n")
     dut.expect(r'"code":"E_UNKNOWN_CMD"', timeout=5)
     dut.write("reset\n")
-    dut.expect("hil-ready protocol=1", timeout=5)
+    dut.expect("hil-ready protocol=2", timeout=5)

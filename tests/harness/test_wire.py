@@ -3,6 +3,10 @@ share; values checked against the spec (docs/protocol.md) and the reference CRC,
 
 from __future__ import annotations
 
+import re
+import zlib
+from pathlib import Path
+
 import pytest
 
 import hil.protocol
@@ -31,12 +35,46 @@ def test_crc32_arguments_are_exactly_8_hex_digits(text: str, want: str | None) -
     assert wire.normalize_crc32(text) == want
 
 
-def test_reply_lines_are_the_prefix_and_compact_json() -> None:
-    line = wire.format_reply({"ok": True, "cmd": "version", "protocol": 1})
-    assert line == '@hil {"ok":true,"cmd":"version","protocol":1}'
-    assert wire.parse_reply(line) == {"ok": True, "cmd": "version", "protocol": 1}
+DOC = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+
+
+def test_reply_lines_are_the_prefix_compact_json_and_the_crc_of_the_json() -> None:
+    example = re.search(r"^  (@hil \{.*\}\*[0-9a-f]{8})\\r\\n$", DOC, re.M).group(1)  # the spec's own line
+    obj = {"ok": True, "cmd": "version", "protocol": 2, "firmware": "0.2.0", "board": "esp32"}
+    assert wire.format_reply(obj) == example
+    assert wire.parse_reply(example, require_crc=True) == obj
     err = wire.format_reply(wire.error_reply("run", wire.E_STATE, "no input"))
-    assert err == '@hil {"ok":false,"cmd":"run","code":"E_STATE","error":"no input"}'
+    text = '{"ok":false,"cmd":"run","code":"E_STATE","error":"no input"}'
+    assert err == f"@hil {text}*{zlib.crc32(text.encode()):08x}"
+    v1 = wire.format_reply({"ok": True, "cmd": "version", "protocol": 1}, 1)
+    assert v1 == '@hil {"ok":true,"cmd":"version","protocol":1}'
+
+
+def test_a_reply_whose_crc_does_not_match_is_not_a_reply() -> None:
+    good = wire.format_reply({"ok": True, "cmd": "infer", "n": 1, "latency_us": [62811]})
+    assert wire.parse_reply(good, require_crc=True) is not None
+    flipped = good.replace("62811", "62911")  # one digit of a latency: the v1 failure mode
+    assert wire.parse_reply(flipped) is None and wire.parse_reply(flipped, require_crc=True) is None
+    assert wire.looks_like_reply(flipped)
+    lost_mark = good.replace("}*", "}+")  # the CRC's mark garbled
+    assert wire.parse_reply(lost_mark) is None and wire.parse_reply(lost_mark, require_crc=True) is None
+    split = good[: good.rindex("*")]  # '*' flipped into a line break: the JSON alone arrives
+    assert wire.parse_reply(split, require_crc=True) is None
+    assert wire.parse_reply(split) is not None  # before the version is known, a v1 line is readable ...
+    v2_unsigned = '@hil {"ok":true,"cmd":"hello","protocol":2}'
+    assert wire.parse_reply(v2_unsigned) is None  # ... but never one that claims version 2
+
+
+def test_command_lines_carry_their_own_crc() -> None:
+    example = re.search(r"`(infer 10 2 5 \*[0-9a-f]{8})`", DOC).group(1)
+    assert wire.sign_command("infer 10 2 5") == example
+    assert wire.strip_command_crc(example) == "infer 10 2 5"
+    assert wire.strip_command_crc(example.upper().replace("INFER", "infer") + "  \r") == "infer 10 2 5"
+    assert wire.strip_command_crc("infer 10 2 5") == "infer 10 2 5"  # no CRC: as it is
+    for bad in ("infer 10 2 6 " + example[-9:], "infer 3 *12", "infer 3 *zzzzzzzz", "*", " *00000000",
+                "version *00000000"):
+        assert wire.strip_command_crc(bad) is None, bad
+    assert wire.strip_command_crc("version*" + example[-8:]) == "version*" + example[-8:]  # no CRC token
 
 
 @pytest.mark.parametrize(
@@ -63,9 +101,11 @@ def test_a_reply_behind_a_log_prefix_is_still_found_and_garbage_is_recognised() 
 def test_command_tokens_and_the_ready_banner() -> None:
     assert wire.split_command("  infer  3 1 \r") == ["infer", "3", "1"]
     assert wire.split_command(" \r") == []
-    assert wire.ready_banner() == "hil-ready protocol=1"
-    assert wire.COMMANDS == ("version", "hello", "infer", "input", "data", "run", "profile", "reset")
-    assert set(wire.UPLOAD_ERRORS) < set(wire.ERROR_CODES) and len(wire.ERROR_CODES) == 9
+    assert wire.ready_banner() == "hil-ready protocol=2" and wire.ready_banner(1) == "hil-ready protocol=1"
+    assert wire.COMMANDS == ("version", "hello", "sync", "infer", "input", "data", "run", "profile", "reset")
+    assert set(wire.UPLOAD_ERRORS) < set(wire.ERROR_CODES) and len(wire.ERROR_CODES) == 10
+    for code in wire.ERROR_CODES:
+        assert f"| `{code}` |" in DOC, code
 
 
 def test_latency_statistics_use_the_population_std() -> None:
