@@ -20,6 +20,7 @@ import pytest
 
 from hil.budgets import Verdict
 from hil.campaign import OPTIONS, Campaign, CampaignOptions, Skipped, cross_checks
+from hil.embedded import manager_dies_with_pytest
 from hil.errors import USER_ERRORS
 
 SESSION_KEY = "hil_session_uid"
@@ -77,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Markers; on a `-m hil` run the options are checked first and junit.xml defaults into the report dir."""
     config.addinivalue_line("markers", "hil: budget tests that run model variants on a bench")
     config.addinivalue_line("markers", "slow: tests that take more than a few seconds")
+    manager_dies_with_pytest()  # pytest-embedded's session manager process: never left orphaned by a SIGKILL
     if _hil_run(config) and not hasattr(config, "workerinput"):
         _check_path_options(config)
         try:
