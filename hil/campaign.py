@@ -470,7 +470,7 @@ class Campaign:
                 raise HilError(f"{station.spec.name}: no hello from the board after flashing")
             self.hellos[variant] = hello
             self.suite.update(board=station.spec.name, board_id=hello.board_id, firmware=hello.firmware,
-                              simulated=station.simulated or hello.simulated)
+                              protocol=hello.protocol, simulated=station.simulated or hello.simulated)
             if not hello.model_ok:  # the host runtime runs it, so the board refusing it is a failure
                 raise HilError(f"the board refused the model: {hello.model_error}")
             unavailable = station.model_figures_unavailable(hello)

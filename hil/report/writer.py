@@ -73,6 +73,16 @@ def _figures_kind(data: report_data.ReportData) -> str:
     return "SIMULATED (virtual bench)" if data.simulated else "measured on hardware"
 
 
+def _protocol_note(protocol: int | None) -> str:
+    """The device protocol version, with a warning where its reply lines carried no CRC (version 1)."""
+    if protocol is None:
+        return ""
+    if protocol < 2:
+        return (f", protocol {protocol}: **reply lines carried no CRC**, so a byte corrupted on the serial link "
+                "could pass unseen; flash firmware that speaks protocol 2")
+    return f", protocol {protocol} (every line CRC-checked)"
+
+
 def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
     run, meta = data.run, data.meta
     blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{_sim(data)}")]
@@ -86,9 +96,11 @@ def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
         f"**Commit** `{run.git_commit or '–'}` on branch `{run.git_branch or '–'}`",
         f"**Bench** {meta.get('bench_name') or run.bench}: board `{meta.get('board_id') or '–'}`, "
         f"scope `{meta.get('scope_idn') or '–'}`" + (f", meter `{meta['meter_idn']}`" if meta.get("meter_idn") else ""),
-        f"**Firmware** `{meta.get('firmware') or '–'}`",
+        f"**Firmware** `{meta.get('firmware') or '–'}`" + _protocol_note(meta.get("protocol")),
         f"**Figures** {_figures_kind(data)}",
     ]
+    if meta.get("faults"):
+        items.append("**Faults injected** (virtual.faults, a recovery rehearsal) " + "; ".join(meta["faults"]))
     options = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in (run.flags or {}).items()
                if k != "session" and v is not None}
     if options:

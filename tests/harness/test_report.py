@@ -379,3 +379,14 @@ def test_report_of_an_old_run_is_unchanged_after_the_variants_are_rebuilt(tiny_b
     assert (after / "results.csv").read_text() == (before / "results.csv").read_text()
     assert (after / "report.md").read_text() == (before / "report.md").read_text()
     assert sorted(p.name for p in after.glob("roc-*.png")) == sorted(p.name for p in before.glob("roc-*.png"))
+
+
+def test_a_run_on_protocol_1_firmware_says_its_lines_carried_no_crc(bench_db, tmp_path: Path) -> None:
+    db, runs, _ = bench_db
+    with ResultsStore(db) as store:
+        store.update_meta(runs["real"], protocol=1)
+        old = (write_report(store, runs["real"], tmp_path / "v1") / "report.md").read_text()
+        store.update_meta(runs["real"], protocol=2)
+        new = (write_report(store, runs["real"], tmp_path / "v2") / "report.md").read_text()
+    assert "protocol 1: **reply lines carried no CRC**" in old and "flash firmware that speaks protocol 2" in old
+    assert "protocol 2 (every line CRC-checked)" in new and "no CRC" not in new
