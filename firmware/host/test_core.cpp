@@ -50,6 +50,28 @@ struct Bench {
 };
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A command line with its own CRC (docs/protocol.md, Transport): ` *` and the CRC32 of the line.
+std::string sign(const std::string& line) { return line + " *" + crc32_hex(crc32(u8(line.c_str()), line.size())); }
+
+// `text` is exactly one version 2 reply line: `@hil {json}*crc32\r\n`, the CRC32 of the JSON text in 8 lowercase hex
+// digits. Checked digit by digit here (not with crc32_hex), the CRC itself with the zlib-checked crc32().
+bool valid_reply_line(const std::string& text) {
+    const std::string head = "@hil ";
+    if (text.size() < head.size() + 2 + 9 + 2 || text.compare(0, head.size(), head) != 0) return false;
+    if (text.compare(text.size() - 2, 2, "\r\n") != 0 || text.find('\n') != text.size() - 1) return false;
+    const size_t star = text.size() - 2 - 9;
+    if (text[star] != '*' || text[head.size()] != '{' || text[star - 1] != '}') return false;
+    uint32_t crc = 0;
+    for (size_t i = star + 1; i < star + 9; ++i) {
+        const char c = text[i];
+        if (c >= '0' && c <= '9') crc = (crc << 4) | uint32_t(c - '0');
+        else if (c >= 'a' && c <= 'f') crc = (crc << 4) | uint32_t(c - 'a' + 10);
+        else return false;  // uppercase too: the device writes lowercase
+    }
+    const std::string json = text.substr(head.size(), star - head.size());
+    return crc32(u8(json.c_str()), json.size()) == crc;
+}
 }  // namespace
 
 TEST("crc32 matches zlib") {
@@ -316,7 +338,7 @@ TEST("reset replies, restarts and forgets the upload") {
     CHECK(has(b.send("data " + base64_encode(in, 4)), "\"complete\":true"));
     std::string r = b.send("reset");
     CHECK_EQ(r.find("@hil {\"ok\":true,\"cmd\":\"reset\"}"), size_t(0));
-    CHECK(has(r, "hil-ready protocol=1"));
+    CHECK(has(r, "hil-ready protocol=2"));
     CHECK_EQ(b.system.restarts, 1);
     CHECK(has(b.send("run"), "E_STATE"));
 }
@@ -324,7 +346,7 @@ TEST("reset replies, restarts and forgets the upload") {
 TEST("hello reports model, arena, tensors and ops") {
     Bench b;
     std::string r = b.send("hello");
-    CHECK(has(r, "\"ok\":true,\"cmd\":\"hello\",\"protocol\":1"));
+    CHECK(has(r, "\"ok\":true,\"cmd\":\"hello\",\"protocol\":2,\"firmware\":\"0.2.0\""));
     const uint8_t fb[40] = {1, 2, 3};
     CHECK(has(r, "\"crc32\":\"" + crc32_hex(crc32(fb, 40)) + "\""));
     CHECK(has(r, "\"sha256\":\"" + sha256_hex(fb, 40) + "\",\"bytes\":40"));
@@ -452,3 +474,162 @@ TEST("operator check: custom operators by custom code, TFLM_DECODE needs compres
     CHECK(ops.empty());
     CHECK(!model_operator_names(junk, 4, ops, error));
 }
+
+TEST("every reply line ends in the CRC32 of its JSON text") {
+    Bench b;
+    // docs/protocol.md's example, byte for byte (BoardInfo{}: firmware 0.2.0, board esp32)
+    CHECK_EQ(b.send("version"), std::string("@hil {\"ok\":true,\"cmd\":\"version\",\"protocol\":2,"
+                                            "\"firmware\":\"0.2.0\",\"board\":\"esp32\"}*2747703d\r\n"));
+    // an error reply (CRC from Python's zlib.crc32)
+    CHECK_EQ(b.send("frobnicate"),
+             std::string("@hil {\"ok\":false,\"cmd\":\"frobnicate\",\"code\":\"E_UNKNOWN_CMD\",\"error\":\"unknown "
+                         "command 'frobnicate' (commands: version hello sync infer input data run profile reset)\"}"
+                         "*60826df1\r\n"));
+    CHECK_EQ(b.send("sync 17"),
+             std::string("@hil {\"ok\":true,\"cmd\":\"sync\",\"token\":17,\"protocol\":2}*2f2d3c90\r\n"));
+    for (const char* line : {"hello", "infer 3 1 0", "profile", "run", "input 1 00000000", "data AAAA", "sync",
+                             "version 1", "version *00000000", "*", "\x01\x7f\xff"}) {
+        const std::string r = b.send(line);
+        CHECK(valid_reply_line(r));
+        if (!valid_reply_line(r)) std::fprintf(stderr, "  reply to '%s': %s", line, r.c_str());
+    }
+    CHECK(valid_reply_line(b.send(std::string(1025, 'x'))));  // E_LINE_TOO_LONG
+    std::string r = b.send("version");
+    r[20] ^= 0x01;  // one flipped bit anywhere in the JSON text is caught
+    CHECK(!valid_reply_line(r));
+    // the boot line is a log line, not a reply: no CRC
+    b.serial.text.clear();
+    b.device.announce_ready();
+    CHECK_EQ(b.serial.text, std::string("hil-ready protocol=2\r\n"));
+}
+
+TEST("a signed command line executes as the command without its suffix") {
+    Bench b;
+    CHECK(has(b.send(sign("version")), "\"ok\":true,\"cmd\":\"version\",\"protocol\":2"));
+    // the protocol page's examples, CRCs from zlib
+    std::string r = b.send("infer 10 2 5 *0da420aa");
+    CHECK(has(r, "\"ok\":true,\"cmd\":\"infer\",\"n\":10,\"warmup\":2,\"gap_ms\":5"));
+    CHECK_EQ(b.runner.invokes, 12u);
+    CHECK(has(b.send("sync 17 *25fd3c5d"), "\"token\":17"));
+    // uppercase hex, trailing spaces after the suffix, CRLF
+    CHECK(has(b.send("sync 17 *25FD3C5D"), "\"ok\":true,\"cmd\":\"sync\",\"token\":17"));
+    CHECK(has(b.send("sync 17 *25fd3c5d   "), "\"ok\":true,\"cmd\":\"sync\",\"token\":17"));
+    CHECK(has(b.send("sync 17 *25fd3c5d \r"), "\"ok\":true,\"cmd\":\"sync\",\"token\":17"));
+    CHECK(has(b.send(sign("reset")), "\"ok\":true,\"cmd\":\"reset\""));
+    CHECK_EQ(b.system.restarts, 1);
+    // the CRC covers every byte before the suffix's space, extra spaces included
+    CHECK(has(b.send(sign("version ")), "\"ok\":true,\"cmd\":\"version\""));
+    CHECK(has(b.send(sign(" infer  1")), "\"ok\":true,\"cmd\":\"infer\",\"n\":1"));
+    // the command after stripping is parsed as usual
+    CHECK(has(b.send(sign("infer 0")), "\"cmd\":\"infer\",\"code\":\"E_ARGS\""));
+    CHECK(has(b.send(sign("frobnicate")), "\"cmd\":\"frobnicate\",\"code\":\"E_UNKNOWN_CMD\""));
+    // only the last token counts: a '*' elsewhere is an argument
+    CHECK(has(b.send("infer *3 1"), "\"cmd\":\"infer\",\"code\":\"E_ARGS\""));
+    CHECK(has(b.send(sign("data *")), "\"cmd\":\"data\",\"code\":\"E_STATE\""));
+}
+
+TEST("a line CRC that does not match executes nothing") {
+    Bench b;
+    b.serial.text.clear();
+    std::string r = b.send("reset *00000000");
+    CHECK(has(r, "{\"ok\":false,\"cmd\":\"?\",\"code\":\"E_LINE_CRC\",\"error\":\"command line CRC mismatch"));
+    CHECK(!has(r, "hil-ready"));
+    CHECK_EQ(b.system.restarts, 0);
+    const uint32_t cycles = b.clock.cycles();
+    r = b.send("infer 1 *00000000");
+    CHECK(has(r, "\"cmd\":\"?\",\"code\":\"E_LINE_CRC\""));
+    CHECK_EQ(b.runner.invokes, 0u);
+    CHECK_EQ(b.clock.cycles(), cycles);
+    CHECK(b.marker.events.empty());
+    // a valid CRC of another line; one flipped bit in the command; the CRC of the line with its space
+    const std::string infer2 = sign("infer 2");
+    CHECK(has(b.send("infer 1" + infer2.substr(7)), "E_LINE_CRC"));
+    std::string flipped = sign("infer 1");
+    flipped[6] = '3';
+    CHECK(has(b.send(flipped), "E_LINE_CRC"));
+    CHECK(has(b.send("infer 1 *" + crc32_hex(crc32(u8("infer 1 "), 8))), "E_LINE_CRC"));
+    CHECK_EQ(b.runner.invokes, 0u);
+    // an upload in progress is untouched by a refused line
+    FakeModelSpec spec;
+    spec.input = TensorInfo{{1, 4}, "int8", 0.5f, 0, 4};
+    Bench u(spec);
+    const uint8_t in[4] = {9, 8, 7, 6};
+    CHECK(has(u.send("input 4 " + crc32_hex(crc32(in, 4))), "\"ok\":true"));
+    CHECK(has(u.send("input 4 00000000 *00000000"), "E_LINE_CRC"));
+    CHECK(has(u.send("data " + base64_encode(in, 4) + " *00000000"), "E_LINE_CRC"));
+    CHECK(has(u.send("data " + base64_encode(in, 4)), "\"complete\":true"));
+}
+
+TEST("malformed line CRC suffixes are E_LINE_CRC") {
+    Bench b;
+    const char* bad[] = {
+        "infer 3 *12",         // too short
+        "infer 3 *zzzzzzzz",   // not hex
+        "*",                   // a lone '*'
+        "infer 3 *",           // '*' without digits
+        "*cbf43926",           // no command before it
+        " *cbf43926",          // no byte before the space
+        "version *123456789",  // 9 digits
+        "version **1234567",   // '*' in the digits
+        "version *0x123456",   // a prefix
+        "version *-1234567",
+        "version*00000000 *zz",
+        "infer 1 *00000000x",
+    };
+    for (const char* line : bad) {
+        const std::string r = b.send(line);
+        CHECK(has(r, "{\"ok\":false,\"cmd\":\"?\",\"code\":\"E_LINE_CRC\",\"error\":\"malformed command line CRC"));
+        CHECK(valid_reply_line(r));
+        if (!has(r, "E_LINE_CRC")) std::fprintf(stderr, "  '%s' -> %s", line, r.c_str());
+    }
+    CHECK_EQ(b.runner.invokes, 0u);
+    // spaces alone are still a blank line: no reply
+    CHECK(b.send("   ").empty());
+}
+
+TEST("check_line_crc: the command's length, the CRCs") {
+    size_t n = 0;
+    uint32_t got = 0, want = 0;
+    CHECK(check_line_crc("version", n, got, want) == LineCrc::kNone && n == 7);
+    CHECK(check_line_crc("version  ", n, got, want) == LineCrc::kNone && n == 7);
+    CHECK(check_line_crc("", n, got, want) == LineCrc::kNone && n == 0);
+    CHECK(check_line_crc("sync 17 *25fd3c5d", n, got, want) == LineCrc::kValid && n == 7);
+    CHECK(check_line_crc("sync 17 *25FD3c5D  ", n, got, want) == LineCrc::kValid && n == 7);
+    CHECK(check_line_crc("sync 18 *25fd3c5d", n, got, want) == LineCrc::kMismatch);
+    CHECK_EQ(got, 0x25fd3c5du);
+    CHECK_EQ(want, crc32(u8("sync 18"), 7));
+    CHECK(check_line_crc("x *cbf43926", n, got, want) == LineCrc::kMismatch);
+    CHECK(check_line_crc("123456789 *cbf43926", n, got, want) == LineCrc::kValid && n == 9);
+    CHECK(check_line_crc("*cbf43926", n, got, want) == LineCrc::kMalformed);
+    CHECK(check_line_crc("sync *2", n, got, want) == LineCrc::kMalformed);
+}
+
+TEST("sync echoes its token and changes nothing") {
+    FakeModelSpec spec;
+    spec.input = TensorInfo{{1, 4}, "int8", 0.5f, 0, 4};
+    spec.output = TensorInfo{{1, 2}, "int8", 0.5f, 0, 2};
+    Bench b(spec);
+    CHECK(has(b.send("sync 0"), "{\"ok\":true,\"cmd\":\"sync\",\"token\":0,\"protocol\":2}*"));
+    CHECK(has(b.send("sync 4294967295"), "{\"ok\":true,\"cmd\":\"sync\",\"token\":4294967295,\"protocol\":2}*"));
+    for (const char* bad : {"sync", "sync x", "sync 4294967296", "sync 99999999999", "sync -1", "sync +1", "sync 1 2",
+                            "sync 0x10"})
+        CHECK(has(b.send(bad), "{\"ok\":false,\"cmd\":\"sync\",\"code\":\"E_ARGS\""));
+    // a pending upload stays pending across sync (signed or not), and completes
+    const uint8_t in[4] = {1, 2, 3, 4};
+    const std::string crc = crc32_hex(crc32(in, 4));
+    CHECK(has(b.send("input 4 " + crc), "\"ok\":true"));
+    CHECK(has(b.send("data " + base64_encode(in, 2)), "\"received\":2,\"bytes\":4}"));
+    CHECK(has(b.send("sync 7"), "\"token\":7"));
+    CHECK(has(b.send(sign("sync 8")), "\"token\":8"));
+    CHECK(has(b.send("sync"), "E_ARGS"));
+    CHECK(has(b.send("data " + base64_encode(in + 2, 2)),
+              "\"received\":4,\"bytes\":4,\"complete\":true,\"crc32\":\"" + crc + "\""));
+    const uint8_t out[2] = {10, 41};
+    CHECK(has(b.send("run"), base64_encode(out, 2)));
+    // ... and sync without an upload neither loads nor clears anything
+    CHECK(has(b.send("sync 9"), "\"ok\":true"));
+    CHECK(has(b.send("run"), base64_encode(out, 2)));
+    CHECK(has(b.send("data AAAA"), "E_STATE"));
+    CHECK_EQ(b.system.restarts, 0);
+}
+

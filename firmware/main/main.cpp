@@ -55,7 +55,7 @@ extern "C" void app_main(void) {
     static hil::TflmRunner runner(clock);
 
     hil::BoardInfo board;
-    board.firmware = "0.1.0";
+    board.firmware = hil::kFirmwareVersion;
     board.board = CONFIG_IDF_TARGET;
     board.board_id = hil::esp::board_id();
     board.simulated = false;

@@ -35,7 +35,7 @@ int main() {
 #endif
 
     hil::BoardInfo board;
-    board.firmware = "0.1.0";
+    board.firmware = hil::kFirmwareVersion;
     board.board = "stm32f405";
     board.board_id = "00:00:00:00:00:00";  // QEMU maps no unique-ID area (0x1FFF7A10)
     board.simulated = HIL_SIMULATED != 0;

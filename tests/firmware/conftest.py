@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,29 @@ def host_core() -> HostCore:
     return _build()
 
 
+def parse_reply_line(line: str) -> dict:
+    """One protocol version 2 reply line (docs/protocol.md, Transport) -> its JSON object.
+
+    `@hil `, the JSON text, `*` and the CRC32 of the JSON text as 8 lowercase hex digits. A line without that
+    suffix, or whose CRC does not match, fails the test (AssertionError): a version 2 device never sends one.
+    Checked here with zlib, independently of hil.wire.
+    """
+    assert line.startswith("@hil "), f"not a reply line: {line!r}"
+    body = line[len("@hil ") :]
+    assert len(body) > 9 and body[-9] == "*", f"reply line without a `*crc32` suffix: {line!r}"
+    text, crc = body[:-9], body[-8:]
+    assert all(c in "0123456789abcdef" for c in crc), f"reply CRC is not 8 lowercase hex digits: {line!r}"
+    assert text.startswith("{") and text.endswith("}"), f"reply is not one JSON object before its CRC: {line!r}"
+    want = f"{zlib.crc32(text.encode('ascii')):08x}"
+    assert crc == want, f"reply CRC {crc} does not match its JSON text (CRC32 {want}): {line!r}"
+    reply = json.loads(text)
+    assert isinstance(reply, dict), f"reply is not a JSON object: {line!r}"
+    return reply
+
+
 class CoreProcess:
-    """hil_core_host on pipes: send a line, read the next `@hil` reply (log lines are kept apart)."""
+    """hil_core_host on pipes: send a line, read the next `@hil` reply (log lines are kept apart). Every
+    reply must carry a valid `*crc32` suffix (parse_reply_line)."""
 
     def __init__(self, exe: Path, *args: str):
         self.proc = subprocess.Popen(
@@ -115,16 +137,24 @@ class CoreProcess:
         line, self.buf = self.buf.split(b"\n", 1)
         return line.decode("ascii").rstrip("\r")
 
-    def reply(self, timeout_s: float = 10.0) -> dict:
+    def reply_line(self, timeout_s: float = 10.0) -> str:
+        """The next reply line as it came (without its line terminator)."""
         while True:
             line = self._line(timeout_s)
             if line.startswith("@hil "):
-                return json.loads(line[5:])
+                return line
             self.log.append(line)
 
-    def request(self, line: str | bytes) -> dict:
+    def reply(self, timeout_s: float = 10.0) -> dict:
+        return parse_reply_line(self.reply_line(timeout_s))
+
+    def request_line(self, line: str | bytes) -> str:
+        """Send one command line; return the raw reply line."""
         self.send(line)
-        return self.reply()
+        return self.reply_line()
+
+    def request(self, line: str | bytes) -> dict:
+        return parse_reply_line(self.request_line(line))
 
     def close(self) -> int:
         if self.proc.stdin:
@@ -193,11 +223,11 @@ class QemuProcess(CoreProcess):
             if text.startswith("hil-ready"):
                 return
 
-    def request(self, line: str | bytes) -> dict:
-        reply = super().request(line)
-        if reply.get("cmd") == "reset" and reply.get("ok"):
+    def request_line(self, line: str | bytes) -> str:
+        raw = super().request_line(line)
+        if raw.startswith('@hil {"ok":true,"cmd":"reset"}'):
             self.wait_ready()
-        return reply
+        return raw
 
     def close(self) -> int:
         alive = self.proc.poll() is None

@@ -32,7 +32,7 @@ def _image(tmp_path: Path, model: bytes, name: str = "model.hilm") -> Path:
 def _boot(qemu_board, image: Path | None, shift: int = ICOUNT_SHIFT):
     board = qemu_board(image, shift)
     hello = board.request("hello")
-    assert any(line.startswith("hil-ready protocol=1") for line in board.log), board.log
+    assert any(line.startswith("hil-ready protocol=2") for line in board.log), board.log
     return board, hello
 
 

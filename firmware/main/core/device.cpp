@@ -73,6 +73,21 @@ std::vector<std::string> split_tokens(const std::string& line) {
     return out;
 }
 
+LineCrc check_line_crc(const std::string& line, size_t& command_len, uint32_t& got, uint32_t& want) {
+    size_t end = line.size();
+    while (end > 0 && line[end - 1] == ' ') --end;
+    command_len = end;
+    size_t token = end;  // where the last token starts
+    while (token > 0 && line[token - 1] != ' ') --token;
+    if (token == end || line[token] != '*') return LineCrc::kNone;
+    // ' ' '*' 8 hex digits, with at least one byte before the space (line[token - 1] is that space)
+    if (end - token != 9 || token < 2 || !parse_crc32(line.substr(token + 1, 8), got)) return LineCrc::kMalformed;
+    want = crc32(reinterpret_cast<const uint8_t*>(line.data()), token - 1);
+    if (got != want) return LineCrc::kMismatch;
+    command_len = token - 1;
+    return LineCrc::kValid;
+}
+
 Device::Device(const BoardInfo& board, Clock& clock, MarkerPin& marker, ModelRunner& runner, Serial& serial,
                System& system)
     : board_(board), clock_(clock), marker_(marker), runner_(runner), serial_(serial), system_(system) {
@@ -87,7 +102,9 @@ void Device::log_line(const std::string& text) {
 }
 
 void Device::reply(const std::string& json) {
-    std::string s = "@hil " + json + "\r\n";
+    // version 2: the CRC32 of the JSON text (from its '{' to its closing '}') after a '*'
+    const uint32_t crc = crc32(reinterpret_cast<const uint8_t*>(json.data()), json.size());
+    std::string s = "@hil " + json + "*" + crc32_hex(crc) + "\r\n";
     serial_.write(s.data(), s.size());
 }
 
@@ -178,7 +195,22 @@ void Device::feed(const char* data, size_t len) {
 }
 
 void Device::handle_line(const std::string& line) {
-    std::vector<std::string> tokens = split_tokens(line);
+    size_t command_len = 0;
+    uint32_t got = 0, want = 0;
+    switch (check_line_crc(line, command_len, got, want)) {
+    case LineCrc::kMalformed:
+        return reply_error("?", "E_LINE_CRC",
+                           "malformed command line CRC (a line may end with ' *' and 8 hex digits after the "
+                           "command); nothing executed");
+    case LineCrc::kMismatch:
+        return reply_error("?", "E_LINE_CRC",
+                           "command line CRC mismatch: the line says " + crc32_hex(got) + ", its bytes give " +
+                               crc32_hex(want) + "; nothing executed");
+    case LineCrc::kNone:
+    case LineCrc::kValid:
+        break;
+    }
+    std::vector<std::string> tokens = split_tokens(line.substr(0, command_len));
     if (tokens.empty()) return;  // a blank line is not a command (hosts send one to flush a partial line)
     const std::string cmd = tokens[0];
     std::vector<std::string> args(tokens.begin() + 1, tokens.end());
@@ -188,6 +220,8 @@ void Device::handle_line(const std::string& line) {
     } else if (cmd == "hello") {
         if (!args.empty()) return reply_error(cmd, "E_ARGS", "hello takes no arguments");
         cmd_hello(cmd);
+    } else if (cmd == "sync") {
+        cmd_sync(cmd, args);
     } else if (cmd == "infer") {
         cmd_infer(cmd, args);
     } else if (cmd == "input") {
@@ -203,7 +237,8 @@ void Device::handle_line(const std::string& line) {
     } else {
         std::string shown = cmd.size() > 40 ? cmd.substr(0, 40) + "..." : cmd;
         reply_error(cmd, "E_UNKNOWN_CMD",
-                    "unknown command '" + shown + "' (commands: version hello infer input data run profile reset)");
+                    "unknown command '" + shown +
+                        "' (commands: version hello sync infer input data run profile reset)");
     }
 }
 
@@ -241,6 +276,16 @@ void Device::cmd_hello(const std::string& cmd) {
         for (const auto& op : ops) w.value(op);
         w.end_array();
     }
+    reply(w.end_object().str());
+}
+
+void Device::cmd_sync(const std::string& cmd, const std::vector<std::string>& args) {
+    uint32_t token = 0;
+    if (args.size() != 1 || !parse_uint(args[0], 0xFFFFFFFFu, token))
+        return reply_error(cmd, "E_ARGS", "usage: sync TOKEN with 0 <= TOKEN <= 4294967295");
+    // changes nothing: a pending upload stays pending
+    JsonWriter w = ok_reply(cmd);
+    w.field("token", token).field("protocol", kProtocolVersion);
     reply(w.end_object().str());
 }
 

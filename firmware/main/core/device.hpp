@@ -10,7 +10,7 @@
 
 namespace hil {
 
-constexpr int kProtocolVersion = 1;
+constexpr int kProtocolVersion = 2;
 constexpr size_t kMaxLine = 1024;
 constexpr uint32_t kChunkMax = 750;
 constexpr uint32_t kMaxInferUs = 10000000;  // an inference longer than 10 s aborts with E_INVOKE
@@ -20,7 +20,7 @@ public:
     Device(const BoardInfo& board, Clock& clock, MarkerPin& marker, ModelRunner& runner, Serial& serial,
            System& system);
 
-    // Print the boot line `hil-ready protocol=1` (also after a host-side restart).
+    // Print the boot line `hil-ready protocol=2` (also after a host-side restart).
     void announce_ready();
     // Turn on the operator check: the flatbuffer's operators (custom operators by their custom code) must
     // all be in `supported` (the firmware's ops.txt, firmware_operators()) or the model is refused with
@@ -47,6 +47,7 @@ private:
 
     void cmd_version(const std::string& cmd);
     void cmd_hello(const std::string& cmd);
+    void cmd_sync(const std::string& cmd, const std::vector<std::string>& args);
     void cmd_infer(const std::string& cmd, const std::vector<std::string>& args);
     void cmd_input(const std::string& cmd, const std::vector<std::string>& args);
     void cmd_data(const std::string& cmd, const std::vector<std::string>& args);
@@ -96,5 +97,18 @@ private:
 bool parse_uint(const std::string& s, uint32_t max, uint32_t& out);
 bool parse_crc32(const std::string& s, uint32_t& out);
 std::vector<std::string> split_tokens(const std::string& line);
+
+// A command line's optional CRC suffix (docs/protocol.md, Transport): after removing trailing spaces, a last
+// token that starts with '*' must be '*' and 8 hex digits (either case), preceded by one space and at least one
+// byte of command, and be the CRC32 of every byte before that space.
+enum class LineCrc {
+    kNone,       // no such token: the line is the command as it is
+    kValid,      // well-formed and matching: the command is the first `command_len` bytes
+    kMalformed,  // the last token starts with '*' but is not a well-formed suffix (E_LINE_CRC)
+    kMismatch,   // well-formed, but the CRC is not the line's (E_LINE_CRC)
+};
+// `command_len`: the length of the command (kNone: the line without trailing spaces; kValid: the bytes before
+// the suffix); `got`/`want` (kMismatch): the CRC the line carries and the CRC of its bytes.
+LineCrc check_line_crc(const std::string& line, size_t& command_len, uint32_t& got, uint32_t& want);
 
 }  // namespace hil

@@ -72,8 +72,11 @@ public:
     virtual uint32_t arena_used() const = 0;
 };
 
+// The firmware's version string (`firmware` in hello and version), the same for every port.
+constexpr const char* kFirmwareVersion = "0.2.0";
+
 struct BoardInfo {
-    std::string firmware = "0.1.0";
+    std::string firmware = kFirmwareVersion;
     std::string board = "esp32";
     std::string board_id;
     bool simulated = false;
