@@ -264,6 +264,8 @@ class DeviceCore:
                 return [self._reply(wire.error_reply("?", wire.E_LINE_CRC, message))]
             line = checked
         tokens = wire.split_command(line)
+        if not tokens:
+            return []  # a signed blank line is a blank line
         cmd, args = tokens[0], tokens[1:]
         log: list[str] = []
         try:

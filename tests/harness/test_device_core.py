@@ -7,6 +7,7 @@ arguments, state and model, the reset and boot cycle, the injected-reset hook, a
 from __future__ import annotations
 
 import base64
+import zlib
 
 import numpy as np
 import pytest
@@ -36,6 +37,19 @@ def test_blank_lines_get_no_output_and_tokens_split_on_runs_of_spaces(core: Devi
     assert core.handle("") == [] and core.handle("   ") == [] and core.handle("\r") == []
     r = _reply(core, "  infer   2  1 ")  # as split_tokens() in device.cpp
     assert r["ok"] and r["n"] == 2 and r["warmup"] == 1
+
+
+def test_signed_lines_are_checked_then_executed_and_a_signed_blank_is_blank(core: DeviceCore) -> None:
+    body = "version  "  # the CRC covers every byte before the last space, spaces included
+    assert _reply(core, f"{body} *{zlib.crc32(body.encode()):08x}")["ok"]
+    assert _reply(core, f"version *{zlib.crc32(body.encode()):08x}")["code"] == "E_LINE_CRC"
+    blank = "  "
+    assert core.handle(f"{blank} *{zlib.crc32(blank.encode()):08x}") == []  # as the firmware: no reply
+    marker_windows = len(core.timeline._marker.starts)
+    r = _reply(core, "infer 1 *00000000")
+    assert (r["cmd"], r["code"]) == ("?", "E_LINE_CRC")
+    assert len(core.timeline._marker.starts) == marker_windows  # no inference ran: the marker never rose
+    assert _reply(core, "infer 1")["ok"] and len(core.timeline._marker.starts) == marker_windows + 1
 
 
 def test_over_long_lines_are_refused_whether_discarded_or_whole(core: DeviceCore) -> None:
