@@ -41,10 +41,23 @@ SIMULATED_BANNER = ("SIMULATED RUN — latency, power and energy come from the v
                     "not from hardware. Accuracy, outputs and arena use are real TFLM figures.")
 
 
+EMULATED_BANNER = ("EMULATED: the firmware ran in qemu-system-arm. Latencies are emulated instruction time "
+                   "(-icount), not silicon time; no power was measured.")
+# where the figures come from: (caption suffix, banner or None, one-line kind), chosen once by `_origin`
+_ORIGINS = {
+    "emulated": (" (emulated)", EMULATED_BANNER, "EMULATED (QEMU: instruction-count latency, no power)"),
+    "simulated": (" (simulated)", SIMULATED_BANNER, "SIMULATED (virtual bench)"),
+    "hardware": ("", None, "measured on hardware"),
+}
+
+
+def _origin(data: report_data.ReportData) -> tuple[str, str | None, str]:
+    """Caption suffix, banner and kind of the run's figures: emulated (QEMU), simulated, or hardware."""
+    return _ORIGINS["emulated" if data.meta.get("emulated") else "simulated" if data.simulated else "hardware"]
+
+
 def _sim(data: report_data.ReportData) -> str:
-    if data.meta.get("emulated"):
-        return " (emulated)"
-    return " (simulated)" if data.simulated else ""
+    return _origin(data)[0]
 
 
 def _when(stamp: str | None) -> str:
@@ -63,15 +76,6 @@ def run_phases(meta: dict[str, Any]) -> dict[str, float]:
     return total
 
 
-EMULATED_BANNER = ("EMULATED: the firmware ran in qemu-system-arm. Latencies are emulated instruction time "
-                   "(-icount), not silicon time; no power was measured.")
-
-
-def _figures_kind(data: report_data.ReportData) -> str:
-    if data.meta.get("emulated"):
-        return "EMULATED (QEMU: instruction-count latency, no power)"
-    return "SIMULATED (virtual bench)" if data.simulated else "measured on hardware"
-
 
 def _protocol_note(protocol: int | None) -> str:
     """The device protocol version, with a warning where its reply lines carried no CRC (version 1)."""
@@ -85,11 +89,10 @@ def _protocol_note(protocol: int | None) -> str:
 
 def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
     run, meta = data.run, data.meta
-    blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{_sim(data)}")]
-    if data.meta.get("emulated"):
-        blocks.append(Banner(EMULATED_BANNER))
-    elif data.simulated:
-        blocks.append(Banner(SIMULATED_BANNER))
+    suffix, banner, kind = _origin(data)
+    blocks: list[Block] = [Heading(1, f"HIL run report — run {run.id}{suffix}")]
+    if banner is not None:
+        blocks.append(Banner(banner))
     phases = run_phases(meta)
     items = [
         f"**Run** {run.id}, {run.status}: started {_when(run.started_at)}, finished {_when(run.finished_at)}",
@@ -97,7 +100,7 @@ def _header(data: report_data.ReportData, has_junit: bool) -> list[Block]:
         f"**Bench** {meta.get('bench_name') or run.bench}: board `{meta.get('board_id') or '–'}`, "
         f"scope `{meta.get('scope_idn') or '–'}`" + (f", meter `{meta['meter_idn']}`" if meta.get("meter_idn") else ""),
         f"**Firmware** `{meta.get('firmware') or '–'}`" + _protocol_note(meta.get("protocol")),
-        f"**Figures** {_figures_kind(data)}",
+        f"**Figures** {kind}",
     ]
     if meta.get("faults"):
         items.append("**Faults injected** (virtual.faults, a recovery rehearsal) " + "; ".join(meta["faults"]))
