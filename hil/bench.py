@@ -1,7 +1,8 @@
 """The bench description (`bench.yaml`): boards, oscilloscope, shunt and wiring; one schema, virtual or real.
 
 `port: virtual` / `resource: virtual` select the virtual ESP32 and the simulated scope; a real bench
-names a serial port (or pyserial URL) and a VISA resource instead.
+names a serial port (or pyserial URL) and a VISA resource instead. `virtual.faults` injects faults into the
+virtual bench to rehearse the harness's recovery (docs/faults.md); a real bench file may not have it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hil.errors import HilError
+from hil.wire import COMMANDS
 from models.config_file import read_yaml_mapping
 
 VIRTUAL = "virtual"
@@ -118,8 +120,117 @@ class BoardConfig(_Strict):
         return self.port == QEMU
 
 
+class Occurrences(_Strict):
+    """Which occurrences a fault strikes: the `nth` one counted from the bench's start (1: the next), and the
+    `count - 1` after it."""
+
+    nth: int = Field(1, ge=1)
+    count: int = Field(1, ge=1, le=1_000_000)
+
+    @property
+    def span(self) -> range:
+        """The 1-based occurrence numbers struck."""
+        return range(self.nth, self.nth + self.count)
+
+    def described(self, noun: str) -> str:
+        """'acquisition #2' or 'blocks #3-#4': which occurrences of `noun` are struck."""
+        last = self.nth + self.count - 1
+        return f"{noun} #{self.nth}" if self.count == 1 else f"{noun}s #{self.nth}-#{last}"
+
+
+class _OnCommand(_Strict):
+    command: Literal[COMMANDS]  # type: ignore[valid-type]
+
+
+class CommandFault(Occurrences, _OnCommand):
+    """A board fault on one protocol command, by the times the board has received that command."""
+
+    def when(self) -> str:
+        """'infer #4' or 'infers #4-#5': for `hil sim` and the run's metadata."""
+        return self.described(self.command)
+
+
+class HangFault(CommandFault):
+    """The board stops executing anything: for `seconds` (then it drops what it received meanwhile), or until
+    it is flashed or power-cycled (`seconds` omitted)."""
+
+    seconds: float | None = Field(None, gt=0, le=3600)
+
+
+class BoardFaults(_Strict):
+    """Faults of the virtual board: by command name and occurrence, and a garbled-byte rate on its serial line."""
+
+    reset: CommandFault | None = None  # restarts in the middle of the command (after one timed inference)
+    drop_reply: CommandFault | None = None  # executes the command, its reply never reaches the host
+    hang: HangFault | None = None
+    garble_rate: float = Field(0.0, ge=0, le=0.1)  # fraction of the board's bytes with one bit flipped
+
+    def armed(self) -> list[str]:
+        """One phrase per armed fault."""
+        out = []
+        if self.reset is not None:
+            out.append(f"board resets during {self.reset.when()}")
+        if self.drop_reply is not None:
+            out.append(f"board drops its reply to {self.drop_reply.when()}")
+        if self.hang is not None:
+            how = f"{self.hang.seconds:g} s" if self.hang.seconds is not None else "until flashed or power-cycled"
+            out.append(f"board hangs at {self.hang.when()} ({how})")
+        if self.garble_rate > 0:
+            out.append(f"serial line garbles {self.garble_rate * 100:g} % of the board's bytes")
+        return out
+
+
+class DropConnectionFault(Occurrences):
+    """The scope closes its VISA connection after sending `after_bytes` of a waveform block."""
+
+    after_bytes: int = Field(1024, ge=0)
+
+
+class ClippingFault(Occurrences):
+    """The scope acquires the shunt channel at 1/`factor` of the vertical range the harness set (a scope that
+    rounds volts/div down, a range turned by hand): the shunt signal runs off the ADC's range."""
+
+    factor: float = Field(4.0, gt=1, le=1000)
+
+
+class ScopeFaults(_Strict):
+    """Faults of the simulated scope, by acquisition (`:SINGle`) or waveform block (`:WAV:DATA?`) count."""
+
+    trigger_timeout: Occurrences | None = None  # these acquisitions never trigger
+    truncated_block: Occurrences | None = None  # half of these blocks is sent, then nothing
+    dropped_connection: DropConnectionFault | None = None  # the connection drops during these blocks
+    clipping: ClippingFault | None = None  # these acquisitions clip the shunt channel
+
+    def armed(self) -> list[str]:
+        """One phrase per armed fault."""
+        out = []
+        if self.trigger_timeout is not None:
+            out.append(f"scope never triggers on {self.trigger_timeout.described('acquisition')}")
+        if self.truncated_block is not None:
+            out.append(f"scope truncates waveform {self.truncated_block.described('block')}")
+        if self.dropped_connection is not None:
+            d = self.dropped_connection
+            out.append(f"scope drops the connection after {d.after_bytes} bytes of waveform {d.described('block')}")
+        if self.clipping is not None:
+            c = self.clipping
+            out.append(f"scope clips the shunt channel (range /{c.factor:g}) on {c.described('acquisition')}")
+        return out
+
+
+class FaultsConfig(_Strict):
+    """Faults injected on the virtual bench (`virtual.faults`), to rehearse the harness's recovery
+    (docs/faults.md). Nothing is armed by default."""
+
+    board: BoardFaults = BoardFaults()
+    scope: ScopeFaults = ScopeFaults()
+
+    def armed(self) -> list[str]:
+        """One phrase per armed fault, board first; [] when none is."""
+        return self.board.armed() + self.scope.armed()
+
+
 class VirtualConfig(_Strict):
-    """Settings of the virtual bench only: wall-time pacing, random seed, scope input noise.
+    """Settings of the virtual bench only: wall-time pacing, random seed, scope input noise, injected faults.
 
     Time on the virtual bench is simulated; `time_scale` only paces the replies to wall time (1.0: as long
     as the chip takes, 0: as fast as the host can) and changes no figure. `speed` is its deprecated alias.
@@ -129,6 +240,7 @@ class VirtualConfig(_Strict):
     speed: float | None = Field(None, gt=0, le=1000)  # deprecated: the same as time_scale
     seed: int = 0
     noise_vrms: float = Field(0.0002, ge=0, le=1.0)
+    faults: FaultsConfig = FaultsConfig()
 
     @model_validator(mode="after")
     def _speed_is_time_scale(self) -> VirtualConfig:
@@ -164,6 +276,21 @@ class BenchConfig(_Strict):
             if (b.port == QEMU) != (b.chip == "stm32f405"):
                 raise ValueError(f"board {b.name!r}: port qemu runs the STM32F405 port (chip: stm32f405), and "
                                  "chip stm32f405 is only emulated here (port: qemu)")
+        return self
+
+    @model_validator(mode="after")
+    def _faults_only_on_the_virtual_bench(self) -> BenchConfig:
+        if "faults" not in self.virtual.model_fields_set:
+            return self
+        for b in self.boards:
+            if not b.is_virtual:
+                raise ValueError(f"virtual.faults: faults are injected on the virtual bench only, and board "
+                                 f"{b.name!r} is on {b.port}; remove virtual.faults (or set the board's port: virtual)")
+        if self.virtual.faults.scope.armed():
+            for s in self.stations():
+                if s.scope is None:
+                    raise ValueError(f"virtual.faults.scope: board {s.name!r} has no scope to inject them into; "
+                                     "remove them or add scope: {resource: virtual}")
         return self
 
     @model_validator(mode="after")
@@ -259,7 +386,7 @@ def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def _format(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     loc = tuple(err.get("loc", ()))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = ".".join(str(p) for p in loc)  # empty for a check of the whole bench, whose message names its keys
     msg = err.get("msg", "invalid").removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         allowed = _allowed(BenchConfig, loc)
@@ -267,7 +394,7 @@ def _format(exc: ValidationError, source: str) -> str:
     elif "input" in err and err.get("type") != "missing" and not isinstance(err["input"], dict | list):
         msg = f"{msg} (got {err['input']!r})"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {key}: {msg}{more}"
+    return f"{source}: {key + ': ' if key else ''}{msg}{more}"
 
 
 def parse_bench(data: dict[str, Any] | None, source: str = DEFAULT_BENCH_FILE) -> BenchConfig:

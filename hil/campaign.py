@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from hil.budgets import Budgets, Verdict, judge
 from hil.errors import USER_ERRORS, HilError
 from hil.filelock import file_lock
-from hil.measure import PULSE_VS_LATENCY_MAX_PCT, Figure, Settings
+from hil.measure import PULSE_VS_LATENCY_MAX_PCT, AccuracyResult, Figure, Settings
 
 Progress = Callable[[str], None]
 
@@ -329,7 +329,7 @@ class Campaign:
             flags = {"variants": selected, "trials": o.trials, "warmup": o.warmup, "inferences": o.inferences,
                      "window_s": o.window, "accuracy_samples": o.accuracy_samples, "data": o.data}
             meta = {"bench_name": str(o.bench), "simulated": self.bench.is_virtual or self.bench.is_emulated,
-                    "emulated": self.bench.is_emulated,
+                    "emulated": self.bench.is_emulated, "faults": self.bench.virtual.faults.armed(),
                     "budgets": {v: {m: {"min": lim.min, "max": lim.max} for m, lim in budgets.for_variant(v).items()}
                                 for v in selected}}
             self._recorder = RunRecorder(o.results_db, session=self.session, flags=flags, meta=meta,
@@ -391,6 +391,10 @@ class Campaign:
                 raise HilError(f"xdist worker gw{index} has no board: {self.options.bench} lists {len(boards)} "
                                f"board(s); run with -n {len(boards)} or fewer")
             station = open_station(self.bench, boards[index].name).start()
+            armed = self.bench.virtual.faults.armed() if station.simulated and station.board.is_virtual else []
+            if armed:
+                self.progress(f"{station.spec.name}: faults injected (virtual.faults, docs/faults.md): "
+                              + "; ".join(armed))
             if self.options.flash_app:
                 try:
                     station.install_app()
@@ -434,7 +438,7 @@ class Campaign:
         return self._measured[variant]
 
     def _measure(self, variant: str) -> dict[str, Figure]:
-        from hil.measure import POWER_METRICS, measure_accuracy, measure_latency, measure_power
+        from hil.measure import POWER_METRICS
 
         arts = self.artifacts()
         art = arts[variant]
@@ -479,36 +483,57 @@ class Campaign:
                     keep(metric, Figure.not_measurable(unavailable))
                 return figures
             keep("arena_kb", Figure((hello.arena_used or 0) / 1024))
-            t1 = time.perf_counter()
-            if station.measures_power:
-                with _opened(station.scope()) as scope, _opened(station.meter()) as meter:
-                    if scope is not None:
-                        self.suite.setdefault("scope_idn", scope.idn)
-                    if meter is not None:
-                        self.suite.setdefault("meter_idn", meter.idn)
-                    power = measure_power(dut, scope, station.spec, self.options.settings(), meter=meter,
-                                          progress=lambda s: self.progress(f"{variant}: {s}"))
-                for metric, fig in power.figures().items():
-                    keep(metric, fig)
-                rec.save_traces(variant, power)
-            else:
-                for metric, fig in measure_latency(dut, self.options.settings(),
-                                                   progress=lambda s: self.progress(f"{variant}: {s}")).items():
-                    keep(metric, fig)
-                for metric in POWER_METRICS:
-                    keep(metric, Figure.not_measurable(f"{station.spec.name} is emulated in QEMU: no current to "
-                                                       "measure, and its latency is emulated instruction time"))
-            self.phases["power_s"] += time.perf_counter() - t1
-            t2 = time.perf_counter()
-            ds = self.dataset()
-            n = self.options.accuracy_samples or len(ds.x_test)
-            self.progress(f"{variant}: streaming {n} test images for on-device accuracy")
-            acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=snap.host_outputs)
-            self.phases["accuracy_s"] += time.perf_counter() - t2
+            try:
+                with _board_failures_said_plainly(station.spec.name, dut):
+                    acc = self._measure_on_board(variant, station, dut, snap, keep)
+            finally:  # how hard the serial link had to work for these figures (provenance)
+                self.suite.setdefault("serial_link", {})[variant] = {"resyncs": dut.resyncs,
+                                                                     "corrupted_replies": dut.garbage}
         keep("accuracy", Figure(acc.accuracy_pct, trials=acc.samples))
         keep("output_agreement", Figure(acc.agreement_pct, trials=acc.samples))
         keep("output_cosine", Figure(acc.cosine, trials=acc.samples))
         return figures
+
+    def _measure_on_board(self, variant: str, station, dut, snap,
+                          keep: Callable[[str, Figure], None]) -> AccuracyResult:
+        """Latency and power (or latency alone) recorded through `keep`, then the on-device accuracy."""
+        from hil.measure import POWER_METRICS, measure_accuracy, measure_latency, measure_power
+
+        rec = self.recorder
+        t1 = time.perf_counter()
+        if station.measures_power:
+            with _opened(station.scope()) as scope, _opened(station.meter()) as meter:
+                if scope is not None:
+                    self.suite.setdefault("scope_idn", scope.idn)
+                if meter is not None:
+                    self.suite.setdefault("meter_idn", meter.idn)
+                try:
+                    power = measure_power(dut, scope, station.spec, self.options.settings(), meter=meter,
+                                          progress=lambda s: self.progress(f"{variant}: {s}"))
+                finally:
+                    recoveries = getattr(scope, "recoveries", [])  # transfers retried on a new connection
+                    for recovery in recoveries:
+                        self.progress(f"{variant}: scope: {recovery}")
+                        self.suite.setdefault("scope_recoveries", []).append(f"{variant}: {recovery}")
+                    recoveries.clear()
+            for metric, fig in power.figures().items():
+                keep(metric, fig)
+            rec.save_traces(variant, power)
+        else:
+            for metric, fig in measure_latency(dut, self.options.settings(),
+                                               progress=lambda s: self.progress(f"{variant}: {s}")).items():
+                keep(metric, fig)
+            for metric in POWER_METRICS:
+                keep(metric, Figure.not_measurable(f"{station.spec.name} is emulated in QEMU: no current to "
+                                                   "measure, and its latency is emulated instruction time"))
+        self.phases["power_s"] += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        ds = self.dataset()
+        n = self.options.accuracy_samples or len(ds.x_test)
+        self.progress(f"{variant}: streaming {n} test images for on-device accuracy")
+        acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=snap.host_outputs)
+        self.phases["accuracy_s"] += time.perf_counter() - t2
+        return acc
 
     def verdicts(self, variant: str, figures: dict[str, Figure]) -> dict[str, Verdict]:
         """Every budget of the variant and its cross-checks, judged on its figures."""
@@ -570,6 +595,33 @@ class Campaign:
         done.report_error = "; ".join(errors) or None
         store.update_meta(run_id, phases_report={"report_s": time.perf_counter() - t0})
         return done
+
+
+@contextlib.contextmanager
+def _board_failures_said_plainly(name: str, dut) -> Iterator[None]:
+    """A protocol failure of a board that had answered, said as what the lab does next: a board that stopped
+    answering or keeps resetting is not a wrong port or baud, as the client's own message must assume."""
+    from hil.protocol import DutError, DutTimeout
+    from hil.wire import READY_MARK
+
+    try:
+        yield
+    except DutError as exc:
+        if dut.garbage >= 2 and exc.code is not None:  # e.g. a re-sent upload chunk that overran the upload
+            raise HilError(f"{exc.args[0]}, after {dut.garbage} corrupted replies from {name}: the serial link is "
+                           "corrupting bytes (check the cable, its length and grounding, and the baud rate)") from None
+        if exc.code is not None or dut.garbage >= 2:  # the device's own error; a noisy link (the client says so)
+            raise
+        cause = str(exc.args[0]).split(";")[0]
+        if any(READY_MARK in line for line in exc.lines[-1:]):
+            raise HilError(f"{name} restarted again when the command was re-issued ({cause}): it keeps resetting; "
+                           "check its supply for brown-outs and its serial log for a crash, then measure again"
+                           ) from None
+        if isinstance(exc, DutTimeout):
+            raise HilError(f"{name} stopped answering during the measurement ({cause}): it hangs, lost power or "
+                           "its replies are lost; power-cycle it, check its supply and USB cable, then measure "
+                           "again") from None
+        raise
 
 
 def _opened(instrument):

@@ -15,7 +15,9 @@ import numpy as np
 
 from hil.bench import StationSpec
 from hil.power import PowerReport, analyze
-from hil.protocol import DutClient, InferResult
+from hil.protocol import DutClient, DutError, InferResult
+from hil.wire import UPLOAD_ERRORS
+from instruments.oscilloscope import TriggerTimeout
 
 MARKER_LOGIC_V = 3.3
 RANGING_FULL_SCALE_V = 0.25  # first look at the shunt: 5 A through 0.05 ohm
@@ -95,13 +97,23 @@ class PowerMeasurement:
                 "meter_vs_scope_energy_pct": _median(apart)}
 
     def figures(self) -> dict[str, Figure]:
-        """Median and spread per metric over the valid trials; every metric invalid if none is valid."""
+        """Median and spread per metric over the valid trials; every metric invalid if none is valid.
+
+        Latency comes from every trial whose capture is not void: a void capture disagrees with the board's
+        report, and which of the two is wrong cannot be told.
+        """
         valid = [t for t in self.trials if t.report.valid]
-        latency = _median([t.infer.mean_us / 1e3 for t in self.trials])
-        out = {
-            "latency_ms": latency,
-            "latency_p95_ms": _median([float(np.percentile(t.infer.latency_ms, 95)) for t in self.trials]),
-        }
+        agreed = [t for t in self.trials if t.void is None]
+        if agreed:
+            out = {
+                "latency_ms": _median([t.infer.mean_us / 1e3 for t in agreed]),
+                "latency_p95_ms": _median([float(np.percentile(t.infer.latency_ms, 95)) for t in agreed]),
+            }
+        else:
+            reason = self.trials[0].void if self.trials else "no capture"
+            void = Figure(None, trials=len(self.trials), valid=False,
+                          reason=f"every capture was void, so the board's latencies are not confirmed: {reason}")
+            out = {"latency_ms": void, "latency_p95_ms": void}
         if not valid:
             reason = self.trials[0].report.reason if self.trials else "no capture"
             bad = Figure(None, trials=len(self.trials), valid=False, reason=f"power capture invalid: {reason}")
@@ -232,20 +244,31 @@ def measure_power(
     full_scale = 0.0
     if scope is not None:  # ranging: one short burst on a wide range, then set it from what the shunt shows
         burst = min(n, 5)
-        _configure(scope, spec, burst, period_s, RANGING_FULL_SCALE_V * spec.shunt.gain, settings.record_points // 4)
-        ranging = _capture(scope, dut, spec, burst, 0, gap_ms, timeout_s)
-        peak = float(np.max(ranging.shunt.volts))
-        full_scale = max(peak * 1.2, 1e-4)
-        progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
+        wide = RANGING_FULL_SCALE_V * spec.shunt.gain
+        short = replace(settings, record_points=settings.record_points // 4)
+        ranging = _triggered(lambda: _trial(scope, dut, spec, burst, 0, gap_ms, timeout_s, period_s, wide, short,
+                                            progress=progress), spec, progress, "ranging")
+        if ranging.report.clipped:  # a clipped peak says nothing: the trials start at the ranging range
+            full_scale = ranging.full_scale
+            progress(f"ranging: {ranging.report.reason}")
+        else:
+            peak = float(np.max(ranging.shunt.volts))
+            full_scale = max(peak * 1.2, 1e-4)
+            progress(f"ranging: shunt peak {peak * 1e3:.2f} mV, full scale set to {full_scale * 1e3:.2f} mV")
     else:
         progress(f"meter {meter.idn}: {n} inferences per capture")
 
     m = PowerMeasurement(n, settings.warmup, gap_ms)
     for trial in range(settings.trials):
-        t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings, meter)
+
+        def one(fs: float = full_scale) -> Trial:
+            return _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, fs, settings, meter,
+                          progress=progress)
+
+        t = _triggered(one, spec, progress, f"trial {trial + 1}")
         if t.void is not None:  # measured once more; a second void capture stays recorded invalid
             progress(f"trial {trial + 1}: capture void ({t.void}); measuring it again")
-            t = _trial(scope, dut, spec, n, settings.warmup, gap_ms, timeout_s, period_s, full_scale, settings, meter)
+            t = _triggered(one, spec, progress, f"trial {trial + 1}")
         full_scale = t.full_scale
         m.trials.append(t)
         progress(
@@ -262,17 +285,41 @@ def _meter_seconds(n: int, period_s: float) -> float:
     return n * period_s * 1.15 + 0.02
 
 
+def _triggered(capture: Callable[[], Trial], spec: StationSpec, progress: Callable[[str], None], what: str) -> Trial:
+    """`capture()`, once more when the scope did not trigger (a missed edge); a second miss is the error."""
+    try:
+        return capture()
+    except TriggerTimeout as exc:
+        progress(f"{what}: {exc}; capturing it again")
+    try:
+        return capture()
+    except TriggerTimeout as exc:
+        raise TriggerTimeout(f"{exc} (twice in a row; the marker probe belongs on channel "
+                             f"{spec.scope.marker_channel}, at the board's GPIO {spec.board.marker_gpio})") from None
+
+
 def _trial(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms: int, timeout_s: float,
-           period_s: float, full_scale: float, settings: Settings, meter=None) -> Trial:
-    """One capture, its shunt range widened (up to MAX_RERANGES times) while it clips."""
+           period_s: float, full_scale: float, settings: Settings, meter=None, *,
+           progress: Callable[[str], None] = lambda _: None) -> Trial:
+    """One capture, its shunt range widened (up to MAX_RERANGES times) while it clips; still clipped after
+    that, it is invalid with a reason that says what the widening rules out."""
+    first = full_scale
     for _attempt in range(MAX_RERANGES + 1):
         if scope is not None:
             _configure(scope, spec, n, period_s, full_scale, settings.record_points)
         t = _capture(scope, dut, spec, n, warmup, gap_ms, timeout_s, meter, _meter_seconds(n, period_s))
         if scope is None or not t.report.clipped:
-            break
+            t.full_scale = full_scale
+            return t
         full_scale *= 2
-    t.full_scale = full_scale
+        progress(f"shunt channel clipped; capturing again at {full_scale * 1e3:.4g} mV full scale")
+    widest = full_scale / 2
+    t.report = replace(t.report, reason=(
+        f"shunt channel {spec.scope.shunt_channel} still clipped at the ADC rails after widening its range "
+        f"{MAX_RERANGES} times (to {widest * 1e3:.4g} mV full scale, {widest / first:g}x the first): the scope "
+        "does not apply the volts/div the harness sets (check the channel's probe ratio and that its vertical "
+        "settings are not changed by hand) or the board draws far more current than when ranged"))
+    t.full_scale = first  # the next capture starts where this one did: no escalation past what was tried
     return t
 
 
@@ -321,7 +368,14 @@ def measure_accuracy(
     xq = quantize_input(x, spec_in)
     device_out = []
     for i in range(len(xq)):
-        device_out.append(dequantize_output(dut.predict(xq[i : i + 1]), spec_out).reshape(-1))
+        resyncs = dut.resyncs
+        try:
+            out = dut.predict(xq[i : i + 1])
+        except DutError as exc:  # an upload lost to link trouble (a reset, a re-sent chunk): once more
+            if exc.code not in UPLOAD_ERRORS or dut.resyncs == resyncs:
+                raise
+            out = dut.predict(xq[i : i + 1])
+        device_out.append(dequantize_output(out, spec_out).reshape(-1))
         if (i + 1) % 100 == 0:
             progress(f"accuracy: {i + 1}/{len(xq)} images")
     dev = np.stack(device_out)

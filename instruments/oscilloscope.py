@@ -114,6 +114,7 @@ class Oscilloscope:
         self.timebase: TimebaseConfig | None = None
         self.trigger: TriggerConfig | None = None
         self._arm_time: float | None = None
+        self.recoveries: list[str] = []  # transfers that failed once and succeeded on a new connection
 
     # ---- identification -------------------------------------------------------------------------
     @classmethod
@@ -233,10 +234,13 @@ class Oscilloscope:
         except (BlockError, TransportError) as first:
             try:
                 self.transport.reconnect()
-                return fn()
+                result = fn()
             except (BlockError, TransportError) as second:
                 raise InstrumentError(f"{what} from {self.resource} failed twice (reconnected once): "
-                                      f"{second}; first failure: {first}") from None
+                                      f"{second}; first failure: {first}; check the network or USB link to the "
+                                      "scope and that no other program talks to it") from None
+            self.recoveries.append(f"{what} failed ({first}); reconnected and fetched it again")
+            return result
 
     def transfer_timeout_s(self, nbytes: int) -> float:
         """VISA timeout for a transfer of `nbytes`: the base timeout plus the bytes at the worst-case rate."""

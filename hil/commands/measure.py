@@ -20,10 +20,11 @@ def run_measure(args: argparse.Namespace) -> int:
     failed = False
     for variant, by_metric in verdicts.items():
         bad = [v.message for v in by_metric.values() if v.failed]
+        reasons = list(dict.fromkeys(bad))  # a variant that failed as a whole gives every metric one reason
         skipped = [v.message for v in by_metric.values() if v.outcome == "skipped"]
         if bad:
             failed = True
-            print(f"{variant}: FAILED {len(bad)}/{len(by_metric)}: " + "; ".join(bad))
+            print(f"{variant}: FAILED {len(bad)}/{len(by_metric)}: " + "; ".join(reasons))
         elif skipped and len(skipped) == len(by_metric):
             print(f"{variant}: skipped: {skipped[0]}")
         else:

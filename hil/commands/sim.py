@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                 f"scope:    {bench.resource} ({sc.sim_dialect} dialect; "
                 f"CH{sc.shunt_channel} shunt {shunt.ohms} ohm {shunt.wiring}, CH{sc.marker_channel} marker)"
             )
+        armed = config.virtual.faults.armed()
+        print(f"faults:   {'; '.join(armed) if armed else 'none armed'}  (virtual.faults, docs/faults.md)")
         baud = bench.board_config.baud
         print(f"try:      python -m serial.tools.miniterm {bench.port} {baud}  (type hello)")
         if bench.resource:

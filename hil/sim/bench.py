@@ -5,7 +5,8 @@ sees R x I(t) (times the amplifier gain), channel `marker_channel` the marker GP
 shunt and supply are the board's own where it has them (`BenchConfig.station`). Board and scope share the
 timeline's simulation clock: the scope arms, triggers and completes its record in simulated time, so a
 capture is a function of the model, the options and `virtual.seed` alone; `virtual.time_scale` paces the
-replies to wall time and changes nothing else.
+replies to wall time and changes nothing else. The faults of `virtual.faults` are armed on the board and the
+scope as they start (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.bench import BenchConfig, BoardConfig, StationSpec
+from hil.bench import BenchConfig, BoardConfig, FaultsConfig, StationSpec
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
 from hil.sim.costmodel import load_calibration
@@ -91,6 +92,8 @@ class VirtualBench:
             timeline=self.timeline,
             calibration=cal,
         )
+        self.faults = self.config.virtual.faults  # the bench file's virtual.faults (none armed by default)
+        _arm_board_faults(self.board, self.faults)
         self.want_scope = scope and sc is not None and sc.is_virtual
         self.scope_sim: Any = None
         self.meter_sim: Any = None
@@ -126,6 +129,7 @@ class VirtualBench:
                 source=self.timeline,
                 **_scope_options(ScopeSimulator, self.config),
             )
+            _arm_scope_faults(self.scope_sim, self.faults, self.spec.scope.shunt_channel)
             self.scope_sim.start()
         return self
 
@@ -178,3 +182,27 @@ def _scope_options(cls: Any, config: BenchConfig) -> dict[str, Any]:
     params = inspect.signature(cls).parameters
     wanted = {"seed": config.virtual.seed, "noise_vrms": config.virtual.noise_vrms}
     return {k: v for k, v in wanted.items() if k in params}
+
+
+def _arm_board_faults(board: VirtualBoard, faults: FaultsConfig) -> None:
+    """Arm the bench file's `virtual.faults.board` on the virtual board (docs/faults.md)."""
+    f = faults.board
+    for kind, fault in (("reset", f.reset), ("drop", f.drop_reply), ("hang", f.hang)):
+        if fault is not None:
+            board.faults.schedule(kind, fault.command, fault.span)
+    if f.hang is not None:
+        board.faults.hang_s = f.hang.seconds
+    board.faults.garble_rate = f.garble_rate
+
+
+def _arm_scope_faults(scope: Any, faults: FaultsConfig, shunt_channel: int) -> None:
+    """Arm the bench file's `virtual.faults.scope` on the scope simulator (instruments.sim.server.Faults)."""
+    f, target = faults.scope, scope.faults
+    if f.trigger_timeout is not None:
+        target.no_trigger_on = f.trigger_timeout.span
+    if f.truncated_block is not None:
+        target.truncate_on = f.truncated_block.span
+    if f.dropped_connection is not None:
+        target.drop_on, target.drop_on_after_bytes = f.dropped_connection.span, f.dropped_connection.after_bytes
+    if f.clipping is not None:
+        target.clip_on, target.clip_channel, target.clip_factor = f.clipping.span, shunt_channel, f.clipping.factor

@@ -1,16 +1,18 @@
 """The virtual ESP32: the device core (`hil.sim.device`) served on a pty and a TCP socket, with faults.
 
 `VirtualBoard` wires a `DeviceCore` (the firmware: answers command lines) to a `LineServer` (the serial
-side: pty, TCP, garbled bytes) and applies the command faults of `board.faults`: a reset in the middle
-of a command, a dropped reply, a hang. Flashing, resets and power cycles print the boot log to every
-connection, ending with `hil-ready`. Flashing refuses what `hil firmware pack-model` refuses (an operator
-outside the firmware's ops.txt, an image larger than the model partition), with the same error.
+side: pty, TCP, garbled bytes) and applies the command faults of `board.faults` (set by a test, or by the
+bench file's `virtual.faults.board`): a reset in the middle of a command, a dropped reply, a hang. Flashing,
+resets and power cycles print the boot log to every connection, ending with `hil-ready`. Flashing refuses
+what `hil firmware pack-model` refuses (an operator outside the firmware's ops.txt, an image larger than the
+model partition), with the same error.
 
 Time is the device core's simulated time (`hil.sim.timeline`); `time_scale` only paces the replies.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from pathlib import Path
@@ -71,6 +73,7 @@ class VirtualBoard:
         self.boot_s = boot_s
         self.faults = Faults()
         self.commands_served = 0
+        self.executions: collections.Counter[str] = collections.Counter()  # command name -> times received
         self._server = LineServer(self._on_line, self.faults, seed=seed + 1, baud=baud)
         self._exec = threading.RLock()  # one command, flash or power cycle at a time
         self._unhang = threading.Event()
@@ -160,6 +163,7 @@ class VirtualBoard:
         image = read_image(model)
         if image is not None:
             check_flashable(image, source or (Path(model).stem if isinstance(model, str | Path) else "model"))
+        self._unhang.set()  # flashing resets the chip (esptool pulls EN): it ends a hang
         with self._exec:
             self.core.image = image
             self._announce(self.core.boot())
@@ -185,10 +189,12 @@ class VirtualBoard:
         cmd = tokens[0]
         with self._exec:
             self.commands_served += 1
-            if Faults.take(self.faults.hang_on, cmd):
+            self.executions[cmd] += 1
+            nth = self.executions[cmd]
+            if self.faults.fires("hang", cmd, nth):
                 self._hang()
                 return
-            reset_now = Faults.take(self.faults.reset_on, cmd)
+            reset_now = self.faults.fires("reset", cmd, nth)
             try:
                 lines = self.core.handle(line, interrupt=_abort if reset_now else None)
             except _Reset:
@@ -196,7 +202,7 @@ class VirtualBoard:
             if reset_now:  # the board restarts before it answers
                 self._reboot()
                 return
-            if not Faults.take(self.faults.drop_on, cmd):
+            if not self.faults.fires("drop", cmd, nth):
                 for text in lines:
                     self._server.send(session, text)
             if self.core.restart_pending:  # `reset`: restart after the reply

@@ -30,14 +30,19 @@ _TERMIOS_SPEEDS = {int(name[1:]): getattr(termios, name) for name in dir(termios
                    if name[:1] == "B" and name[1:].isdigit()}
 
 
+FAULT_KINDS = ("reset", "drop", "hang")
+
+
 @dataclass
 class Faults:
-    """Fault injection for reliability tests: one-shot faults by command name, and a garbled-byte rate.
+    """Fault injection for reliability tests: faults by command name, and a garbled-byte rate.
 
-    `reset_on`/`drop_on`/`hang_on` map a command name to how many of its next executions misbehave.
-    A reset fires mid-command (after the first timed inference of `infer`); a dropped reply is computed but
-    never sent; a hang stops the board until `hang_s` passes or `VirtualBoard.power_cycle()`.
-    `garble_rate` flips one random bit in that fraction of the bytes the board sends.
+    `reset_on`/`drop_on`/`hang_on` map a command name to how many of its next executions misbehave;
+    `scheduled` (set by `schedule`, from the bench file's `virtual.faults.board`) maps a kind and a command to
+    the executions it strikes, counted from the board's start. A reset fires mid-command (after the first
+    timed inference of `infer`); a dropped reply is computed but never sent; a hang stops the board until
+    `hang_s` passes or `VirtualBoard.power_cycle()` / `flash()`. `garble_rate` flips one random bit in that
+    fraction of the bytes the board sends.
     """
 
     reset_on: dict[str, int] = field(default_factory=dict)
@@ -45,6 +50,7 @@ class Faults:
     hang_on: dict[str, int] = field(default_factory=dict)
     hang_s: float | None = None
     garble_rate: float = 0.0
+    scheduled: dict[str, dict[str, range]] = field(default_factory=dict)  # kind -> command -> executions
 
     @staticmethod
     def take(table: dict[str, int], cmd: str) -> bool:
@@ -53,6 +59,17 @@ class Faults:
             table[cmd] -= 1
             return True
         return False
+
+    def schedule(self, kind: str, cmd: str, executions: range) -> None:
+        """Arm `kind` (reset, drop or hang) for these executions of `cmd` (1 = its first since the start)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+        self.scheduled.setdefault(kind, {})[cmd] = executions
+
+    def fires(self, kind: str, cmd: str, execution: int) -> bool:
+        """True when `kind` strikes this execution of `cmd`: a pending one-shot fault, or a scheduled one."""
+        table = {"reset": self.reset_on, "drop": self.drop_on, "hang": self.hang_on}[kind]
+        return Faults.take(table, cmd) or execution in self.scheduled.get(kind, {}).get(cmd, range(0))
 
 
 class LineReader:

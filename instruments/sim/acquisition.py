@@ -123,8 +123,12 @@ class Acquisition:
         self.lock, self.rng = lock, rng
 
     # ---- run control ----------------------------------------------------------------------------
-    def arm(self, now: float | None = None) -> None:
-        """Start a single acquisition: search for the trigger from `now` on."""
+    def arm(self, now: float | None = None, *, range_divisor: dict[int, float] | None = None) -> None:
+        """Start a single acquisition: search for the trigger from `now` on.
+
+        `range_divisor` (channel -> factor, a fault) acquires a channel at that fraction of its set vertical
+        range; the record's preamble says so, as a scope that applied another volts/div would.
+        """
         now = self.now() if now is None else now
         if self.clocked:  # fill the pre-trigger part first: with an idle board, as after a bench host's delays
             pre = self.points / 2 * self.dt - self.position
@@ -135,8 +139,9 @@ class Acquisition:
         self._k_next = 0
         self._last = None
         self._window = None
+        shrink = range_divisor or {}
         self._snapshot = (self.dt, self.points, self.position,
-                          {c: replace(ch) for c, ch in self.channels.items()})
+                          {c: replace(ch, scale=ch.scale / shrink.get(c, 1.0)) for c, ch in self.channels.items()})
         if self.source is not None and hasattr(self.source, "arm"):
             self.source.arm(now)
 

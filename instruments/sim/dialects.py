@@ -102,7 +102,7 @@ def build_rigol(sim: ScopeSimulator) -> CommandTable:
     t.add(":TRIGger:EDGe:LEVel?", lambda a, n: _num(acq.trig_level))
     t.add(":TRIGger:SWEep", _ok)
     t.add(":TRIGger:STATus?", lambda a, n: _text(sim.poll_state()))
-    t.add(":SINGle", lambda a, n: acq.arm())
+    t.add(":SINGle", lambda a, n: sim.arm())
     t.add(":RUN", lambda a, n: acq.run())
     t.add(":STOP", lambda a, n: acq.stop())
     t.add(":WAVeform:SOURce", lambda a, n: wav.__setitem__("source", parse_channel(a)))
@@ -198,10 +198,10 @@ def build_keysight(sim: ScopeSimulator) -> CommandTable:
             chans = {parse_channel(x) for x in a.split(",")}
             for c, ch in acq.channels.items():
                 ch.display = c in chans
-        acq.arm()
+        sim.arm()
 
     t.add(":DIGitize", digitize)
-    t.add(":SINGle", lambda a, n: acq.arm())
+    t.add(":SINGle", lambda a, n: sim.arm())
     t.add(":RUN", lambda a, n: acq.run())
     t.add(":STOP", lambda a, n: acq.stop())
     t.add(":WAVeform:SOURce", lambda a, n: wav.__setitem__("source", parse_channel(a)))

@@ -43,6 +43,11 @@ class Faults:
     `drop_connection_after_bytes`: close the connection after sending that many bytes of the next block
     answer(s), `drops` times. `truncate_next_block`: send only half of the next block's payload and
     keep quiet. `never_trigger`: armed acquisitions never find their edge.
+
+    By count (the bench file's `virtual.faults.scope`), numbered from 1 since the simulator started:
+    acquisitions (`:SINGle`, `:DIGitize`) in `no_trigger_on` never trigger; those in `clip_on` take channel
+    `clip_channel` at 1/`clip_factor` of its set vertical range; block answers in `truncate_on` are cut in
+    half; during block answers in `drop_on` the connection closes after `drop_on_after_bytes`.
     """
 
     delay_s: float = 0.0
@@ -52,6 +57,13 @@ class Faults:
     truncate_all_blocks: bool = False
     never_trigger: bool = False
     idn_override: str | None = None
+    no_trigger_on: range = range(0)
+    clip_on: range = range(0)
+    clip_channel: int = 1
+    clip_factor: float = 4.0
+    truncate_on: range = range(0)
+    drop_on: range = range(0)
+    drop_on_after_bytes: int = 1024
 
 
 class _Block(bytes):
@@ -89,6 +101,9 @@ class ScopeSimulator(TcpServer):
         self._cond = threading.Condition()
         self._busy: dict[socket.socket, bool] = {}  # a connection's serving thread has unhandled lines
         self._hooked: object = None
+        self.acquisitions = 0  # single acquisitions armed since the start
+        self.blocks = 0  # waveform block answers sent since the start
+        self._no_trigger = False  # the armed acquisition is one of `faults.no_trigger_on`
 
     # ---- lifecycle ------------------------------------------------------------------------------
     @property
@@ -132,10 +147,22 @@ class ScopeSimulator(TcpServer):
     def pop_error(self, none: str) -> str:
         return self.errors.popleft() if self.errors else none
 
+    def arm(self) -> None:
+        """Arm a single acquisition (`:SINGle`, `:DIGitize`) with the faults due on it."""
+        f = self.faults
+        with self.acq.lock:
+            self.acquisitions += 1
+            self._no_trigger = self.acquisitions in f.no_trigger_on
+            clip = {f.clip_channel: f.clip_factor} if self.acquisitions in f.clip_on else None
+            self.acq.arm(range_divisor=clip)
+
+    def _trigger_fault(self) -> None:
+        self.acq.never_trigger = self.faults.never_trigger or self._no_trigger
+
     def poll_state(self) -> str:
         """Advance the acquisition to now and return the Rigol-style state (WAIT, TD, RUN, STOP)."""
         with self.acq.lock:
-            self.acq.never_trigger = self.faults.never_trigger
+            self._trigger_fault()
             return self.acq.advance()
 
     def wait_until_complete(self) -> bool:
@@ -143,7 +170,7 @@ class ScopeSimulator(TcpServer):
         sock = getattr(self._local, "sock", None)
         while not self._stop.is_set():
             with self.acq.lock:
-                self.acq.never_trigger = self.faults.never_trigger
+                self._trigger_fault()
                 self.acq.advance()
                 if not self.acq.busy():
                     return True
@@ -213,11 +240,17 @@ class ScopeSimulator(TcpServer):
             time.sleep(self.faults.delay_s)
         f = self.faults
         if isinstance(response, _Block):
+            with self._cond:
+                self.blocks += 1
+                block = self.blocks
+            if block in f.drop_on:
+                conn.sendall(response[: f.drop_on_after_bytes])
+                return False
             if f.drop_connection_after_bytes is not None and f.drops > 0:
                 f.drops -= 1
                 conn.sendall(response[: f.drop_connection_after_bytes])
                 return False
-            if f.truncate_next_block or f.truncate_all_blocks:
+            if f.truncate_next_block or f.truncate_all_blocks or block in f.truncate_on:
                 f.truncate_next_block = False
                 header_len = 2 + int(response[1:2])
                 payload_len = len(response) - header_len - 1

@@ -21,33 +21,14 @@ from hil.errors import HilError
 from hil.results import ResultsStore
 from models.artifacts import load_artifacts
 from tests.conftest import TINY_CONFIG
-
-ROOT = Path(__file__).resolve().parents[2]
-BUDGETS = {
-    "version": 1,
-    "defaults": {"latency_ms": {"max": 50}, "energy_mj": {"max": 100}, "accuracy": {"min": 30},
-                 "flash_kb": {"max": 100}, "arena_kb": {"max": 100}},
-    "variants": {"baseline-no_opt": {"flash_kb": {"max": 1}}},  # the float model is larger: fails this one
-}
+from tests.harness.helpers import BUDGETS, ROOT, make_workspace, measure_args
 
 
 @pytest.fixture
 def workspace(baseline_build: Path, tmp_path: Path) -> Path:
     """A copy of the built baseline variants, their cache and matrix (a campaign rewrites the folder), budgets
     and a bench of one virtual board."""
-    shutil.copytree(baseline_build, tmp_path, dirs_exist_ok=True)
-    (tmp_path / "budgets.yaml").write_text(yaml.safe_dump(BUDGETS))
-    bench = yaml.safe_load((ROOT / "bench.yaml").read_text())
-    bench["boards"] = bench["boards"][:1]
-    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
-    return tmp_path
-
-
-def measure_args(ws: Path, *extra: str, bench: str = "bench.yaml") -> list[str]:
-    return ["measure", f"--bench={ws / bench}", f"--budgets={ws / 'budgets.yaml'}",
-            f"--models-config={ws / 'variants.yaml'}", f"--models-dir={ws / 'models'}",
-            f"--results-db={ws / 'results.sqlite'}", f"--report-dir={ws / 'report'}",
-            "--trials=2", "--window=0.2", "--warmup=1", "--accuracy-samples=40", *extra]  # fmt: skip
+    return make_workspace(baseline_build, tmp_path)
 
 
 @pytest.mark.slow

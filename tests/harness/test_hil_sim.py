@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from hil.protocol import DutClient
 from instruments.scope import open_scope
+from tests.harness.helpers import start_hil_sim
 
 ROOT = Path(__file__).parents[2]
 
 
-def _start(*args: str) -> tuple[subprocess.Popen, dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hil.cli", "sim", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    fields: dict[str, str] = {}
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = re.match(r"(\w+):\s+(\S+)", line)
-        if m:
-            fields.setdefault(m.group(1), m.group(2))
-        if line.startswith("Ctrl-C"):
-            return proc, fields
-    proc.kill()
-    raise AssertionError(f"hil sim did not start: {fields} {proc.stderr.read() if proc.stderr else ''}")
-
-
 def test_hil_sim_serves_board_and_scope_until_ctrl_c() -> None:
-    proc, fields = _start("--speed", "0.1")
+    proc, fields, _ = start_hil_sim("--speed", "0.1")
     try:
         assert Path(fields["serial"]).exists() and fields["socket"].startswith("socket://127.0.0.1:")
         with DutClient(fields["serial"]) as c:
