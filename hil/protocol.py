@@ -47,7 +47,8 @@ from hil.wire import (
 T = TypeVar("T")
 GARBAGE_RETRIES_V2 = 3  # re-issues after replies that failed their CRC (transient link noise), version 2
 SYNC_TRIES = 4  # `sync` requests per resynchronisation (each reply is ~50 bytes)
-HELLO_TRIES = 3  # plain `hello` requests when a session opens
+HELLO_TRIES = 5  # plain `hello` requests when a session opens (its reply is ~500 bytes)
+LINK_LOST = "LINK_LOST"  # host-side code: a command that must not be re-issued was lost; the link is resynced
 
 
 class DutError(HilError):
@@ -318,12 +319,19 @@ class DutClient:
         )
 
     def request(
-        self, line: str, timeout_s: float | None = None, parse: Callable[[dict[str, Any]], T] | None = None
+        self,
+        line: str,
+        timeout_s: float | None = None,
+        parse: Callable[[dict[str, Any]], T] | None = None,
+        *,
+        reissue: bool = True,
     ) -> Any:
         """Send one command line and return its reply (or `parse(reply)`); raise DutError on an error reply.
 
         A reply that `parse` cannot read (KeyError/TypeError/ValueError) counts as garbage. After garbage, a
-        timeout or a board reset the client re-handshakes and re-issues the line once.
+        timeout or a board reset the client resynchronises and re-issues the line. With `reissue=False` (a
+        command that must not run twice, e.g. a `data` chunk the board may already have taken) it resynchronises
+        and raises DutError with code LINK_LOST instead.
         """
         if self._ser is None:
             raise DutError("DutClient is not open; call open() or use it as a context manager")
@@ -356,6 +364,13 @@ class DutClient:
                 retries = GARBAGE_RETRIES_V2 if self._crc_required and isinstance(exc, _Garbage) else 1
                 if attempt >= retries or timeouts > 1:
                     raise self._failure(line, exc) from None
+                if not reissue:
+                    try:
+                        self._resync()
+                    except (_Garbage, _BoardReset, DutTimeout) as again:
+                        raise self._failure(line, again) from None
+                    raise DutError(f"'{line[:40]}' was lost on the link and is not re-issued",
+                                   code=LINK_LOST, lines=list(self.last_lines)) from None
                 attempt += 1
 
     def version(self) -> Version:
@@ -417,13 +432,15 @@ class DutClient:
                 raise ValueError(f"completion CRC {r.get('crc32')!r}")
             return bool(r.get("complete"))
 
-        for attempt in range(2):
+        tries = 3 if self._crc_required else 2
+        for attempt in range(tries):
             try:
                 self.request(f"input {len(data)} {crc}")
                 complete = False
                 for off in range(0, len(data), CHUNK_MAX_BYTES):
                     chunk = base64.b64encode(data[off : off + CHUNK_MAX_BYTES]).decode("ascii")
-                    complete = self.request(f"data {chunk}", parse=done)
+                    # a chunk is never re-issued: the board may have taken it, and a second copy would overrun
+                    complete = self.request(f"data {chunk}", parse=done, reissue=False)
                 if not complete:
                     raise DutError(
                         f"upload of {len(data)} bytes did not complete",
@@ -432,7 +449,8 @@ class DutClient:
                     )
                 return crc
             except DutError as exc:
-                if attempt == 1 or exc.code not in UPLOAD_ERRORS or isinstance(exc, DutTimeout):
+                restart = exc.code in UPLOAD_ERRORS or exc.code == LINK_LOST
+                if attempt == tries - 1 or not restart or isinstance(exc, DutTimeout):
                     raise
         raise AssertionError("unreachable")
 
@@ -459,8 +477,15 @@ class DutClient:
                 f"input of {arr.nbytes} bytes does not match the model input "
                 f"{list(info.input.shape)} {info.input.dtype} ({info.input.bytes} bytes)"
             )
-        self.upload(arr.tobytes())
-        return self.run().array(info.output)
+        for attempt in range(2):
+            self.upload(arr.tobytes())
+            resyncs = self.resyncs
+            try:
+                return self.run().array(info.output)
+            except DutError as exc:  # E_STATE after a resync: the board reset and forgot the input; once more
+                if attempt == 1 or exc.code != "E_STATE" or self.resyncs == resyncs:
+                    raise
+        raise AssertionError("unreachable")
 
     def profile(self) -> Profile:
         """Per-operator time of one inference."""
@@ -495,6 +520,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "PROTOCOL_VERSION",
     "SUPPORTED_PROTOCOLS",
+    "LINK_LOST",
     "DutClient",
     "DutError",
     "DutTimeout",

@@ -184,3 +184,31 @@ def test_vectors_pass_with_a_multi_chunk_input(int8_bench: VirtualBench) -> None
         run_vectors(port, input_bytes=1024)
     finally:
         port.ser.close()
+
+
+@pytest.mark.parametrize(("fault", "command", "expected"), [
+    # a lost chunk reply: the chunk is not sent twice (it would overrun the upload); the upload starts over
+    ("drop_on", "data", ["input", "data", "sync", "input", "data", "data", "run"]),
+    # a reset during `run` forgets the input: after the resync the run says E_STATE, so upload and run again
+    ("reset_on", "run", ["input", "data", "data", "run", "sync", "run", "input", "data", "data", "run"]),
+])
+def test_an_upload_lost_on_the_link_starts_over_and_the_output_is_right(
+        int8_bench: VirtualBench, fault: str, command: str, expected: list[str]) -> None:
+    from models.tflm import TflmModel
+
+    board = int8_bench.board
+    board.time_scale = 0.0
+    received: list[str] = []
+    handle = board.core.handle
+
+    def observed(line, *args, **kw):
+        received.append((line or "").split(" ", 1)[0])
+        return handle(line, *args, **kw)
+
+    x = np.random.default_rng(1).integers(-128, 127, (1, 32, 32, 1), dtype=np.int8)
+    with DutClient(int8_bench.url, margin_s=0.3) as c:
+        board.core.handle = observed  # an observer around the real core
+        getattr(board.faults, fault)[command] = 1
+        out = c.predict(x)
+    assert received == expected
+    np.testing.assert_array_equal(out, TflmModel(board._flash).invoke(x))
