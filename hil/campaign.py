@@ -34,30 +34,6 @@ DEVICE_ACCURACY_METRICS = ("accuracy", "output_agreement", "output_cosine")
 
 
 # The campaign's options, declared once: `pytest -m hil` adds them to its `hil` group, `hil measure` to its parser.
-OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("--bench", {"default": "bench.yaml", "help": "bench file (default: %(default)s, the virtual bench)"}),
-    ("--budgets", {"default": "budgets.yaml", "help": "budget file (default: %(default)s)"}),
-    ("--variants", {"action": "append", "default": None, "metavar": "NAMES",
-                    "help": "comma-separated variants, recipes or reference-study names (default: the whole matrix)"}),
-    ("--models-config", {"default": None, "help": "variant matrix (default: models/variants.yaml)"}),
-    ("--models-dir", {"default": "artifacts/models", "help": "factory output folder (default: %(default)s)"}),
-    ("--data", {"default": "digits", "help": "data set: digits | svhn:PATH | mnist:PATH | fashion:PATH"}),
-    ("--inferences", {"type": int, "default": None, "help": "timed inferences per capture (default: --window)"}),
-    ("--window", {"type": float, "default": 1.0,
-                  "help": "seconds of timed inference per capture when --inferences is not given (default: "
-                          "%(default)s; MLPerf Tiny practice on a real bench: 10)"}),
-    ("--warmup", {"type": int, "default": 5, "help": "warm-up inferences before each capture (default: 5)"}),
-    ("--flash-app", {"action": "store_true",
-                     "help": "build the benchmark firmware (ESP-IDF) and flash the app once before measuring"}),
-    ("--trials", {"type": int, "default": 5, "help": "captures per variant; median reported (default: 5)"}),
-    ("--accuracy-samples", {"type": int, "default": 0, "help": "test images streamed to the device (0 = all)"}),
-    ("--results-db", {"default": "reports/results.sqlite", "help": "results history (default: %(default)s)"}),
-    ("--report-dir", {"default": "reports/latest", "help": "report folder (default: %(default)s)"}),
-    ("--baseline", {"default": None, "metavar": "RUN", "help": "gate against a run id or latest-main"}),
-    ("--gate", {"action": "append", "default": [], "metavar": "METRIC:TOL", "help": "e.g. energy_mj:5%%"}),
-)
-
-
 class Skipped(Exception):
     """The variant cannot run on the bench (e.g. TFLM cannot allocate it); carries the reason."""
 
@@ -138,6 +114,34 @@ class CampaignOptions:
     def settings(self) -> Settings:
         """The capture settings of every variant."""
         return Settings(inferences=self.inferences, warmup=self.warmup, trials=self.trials, window_s=self.window)
+
+
+_DEFAULT = CampaignOptions()  # the one place the defaults live; OPTIONS shows them
+OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--bench", {"default": str(_DEFAULT.bench), "help": "bench file (default: %(default)s, the virtual bench)"}),
+    ("--budgets", {"default": str(_DEFAULT.budgets), "help": "budget file (default: %(default)s)"}),
+    ("--variants", {"action": "append", "default": None, "metavar": "NAMES",
+                    "help": "comma-separated variants, recipes or reference-study names (default: the whole matrix)"}),
+    ("--models-config", {"default": None, "help": "variant matrix (default: models/variants.yaml)"}),
+    ("--models-dir", {"default": str(_DEFAULT.models_dir), "help": "factory output folder (default: %(default)s)"}),
+    ("--data", {"default": _DEFAULT.data, "help": "data set: digits | svhn:PATH | mnist:PATH | fashion:PATH"}),
+    ("--inferences", {"type": int, "default": None, "help": "timed inferences per capture (default: --window)"}),
+    ("--window", {"type": float, "default": _DEFAULT.window,
+                  "help": "seconds of timed inference per capture when --inferences is not given (default: "
+                          "%(default)s; MLPerf Tiny practice on a real bench: 10)"}),
+    ("--warmup", {"type": int, "default": _DEFAULT.warmup,
+                  "help": "warm-up inferences before each capture (default: %(default)s)"}),
+    ("--flash-app", {"action": "store_true",
+                     "help": "build the benchmark firmware (ESP-IDF) and flash the app once before measuring"}),
+    ("--trials", {"type": int, "default": _DEFAULT.trials,
+                  "help": "captures per variant; median reported (default: %(default)s)"}),
+    ("--accuracy-samples", {"type": int, "default": _DEFAULT.accuracy_samples,
+                            "help": "test images streamed to the device (0 = all)"}),
+    ("--results-db", {"default": str(_DEFAULT.results_db), "help": "results history (default: %(default)s)"}),
+    ("--report-dir", {"default": str(_DEFAULT.report_dir), "help": "report folder (default: %(default)s)"}),
+    ("--baseline", {"default": None, "metavar": "RUN", "help": "gate against a run id or latest-main"}),
+    ("--gate", {"action": "append", "default": [], "metavar": "METRIC:TOL", "help": "e.g. energy_mj:5%%"}),
+)
 
 
 def cross_checks(variant: str, figures: dict[str, Figure]) -> dict[str, Verdict]:

@@ -232,3 +232,14 @@ def test_hil_measure_and_pytest_give_the_same_figures_to_the_last_digit(workspac
         first, second = ({m.metric: m.value for m in store.measurements(run.id)} for run in store.runs())
     assert first.keys() == second.keys() and {"energy_mj", "latency_ms", "power_mw"} <= first.keys()
     assert first == second
+
+
+def test_both_command_lines_default_to_the_campaign_defaults(pytestconfig: pytest.Config) -> None:
+    """`hil measure` with no option and pytest without hil options give CampaignOptions() exactly."""
+    from hil.cli import build_parser
+
+    def options(namespace) -> CampaignOptions:
+        return CampaignOptions.from_values(lambda flag: getattr(namespace, flag.lstrip("-").replace("-", "_")))
+
+    assert options(build_parser().parse_args(["measure"])) == CampaignOptions()
+    assert options(pytestconfig._parser.parse_known_args([])) == CampaignOptions()
