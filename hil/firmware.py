@@ -280,12 +280,12 @@ def model_partition(build_dir: Path | None = None, csv: Path = PARTITIONS_CSV) -
     raise HilError(f"{source}: no '{MODEL_PARTITION}' partition; use firmware/partitions.csv")
 
 
-def check_fits(image: bytes, partition: Partition) -> None:
-    """Refuse an image larger than the partition, naming both sizes."""
+def check_fits(image: bytes, partition: Partition, defined_in: str = "firmware/partitions.csv") -> None:
+    """Refuse an image larger than the partition, naming both sizes and the file that sets the partition."""
     if len(image) > partition.size:
         raise HilError(
             f"model image is {len(image)} bytes, the '{partition.label}' partition holds "
-            f"{partition.size} bytes; enlarge it in firmware/partitions.csv or pick a smaller variant"
+            f"{partition.size} bytes; enlarge it in {defined_in} or pick a smaller variant"
         )
 
 

@@ -245,7 +245,8 @@ class QemuStation(Station):
         if self._board is None:
             raise HilError(f"station {self.spec.name!r} is not started")
         image = pack_model(model, arena_bytes=arena_bytes, source=source)
-        check_fits(image, Partition("model", "data", "flash", MODEL_PARTITION_ADDR, MODEL_PARTITION_BYTES))
+        check_fits(image, Partition("model", "data", "flash", MODEL_PARTITION_ADDR, MODEL_PARTITION_BYTES),
+                   defined_in="firmware/stm32f405/stm32f405.ld (its MODEL region) and hil/qemu.py")
         self._board.flash(image)
 
     def model_figures_unavailable(self, hello) -> str | None:

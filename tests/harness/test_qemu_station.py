@@ -51,6 +51,17 @@ def test_the_emulated_board_runs_the_flashed_model_with_repeatable_latency(tiny_
     assert first["latency_ms"].value == second["latency_ms"].value  # -icount: instruction time, not wall time
 
 
+def test_a_model_too_big_for_the_stm32_model_region_names_the_linker_script(sine_model: bytes) -> None:
+    from tests.harness.sim_models import with_ballast
+
+    big = with_ballast(sine_model, 600 * 1024)
+    with open_station(load_bench(EXAMPLE)) as station:
+        with pytest.raises(HilError, match=r"partition holds 524288 bytes; enlarge it in firmware/stm32f405/"
+                                           r"stm32f405\.ld") as err:
+            station.flash(big, source="ballast")
+    assert "partitions.csv" not in str(err.value)
+
+
 def test_a_fake_runtime_build_records_only_what_is_the_models(baseline_build: Path, tmp_path: Path) -> None:
     shutil.copytree(baseline_build, tmp_path, dirs_exist_ok=True)
     (tmp_path / "budgets.yaml").write_text(yaml.safe_dump(
