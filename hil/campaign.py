@@ -501,11 +501,13 @@ class Campaign:
     def _measure_on_board(self, variant: str, station, dut, snap,
                           keep: Callable[[str, Figure], None]) -> AccuracyResult:
         """Latency and power (or latency alone) recorded through `keep`, then the on-device accuracy."""
-        from hil.measure import POWER_METRICS, measure_accuracy, measure_latency, measure_power
+        from hil.measure import METER_METRICS, POWER_METRICS, measure_accuracy, measure_latency, measure_power
+        from instruments.errors import InstrumentError
 
         rec = self.recorder
         t1 = time.perf_counter()
         if station.measures_power:
+            power, failure = None, None
             with _opened(station.scope()) as scope, _opened(station.meter()) as meter:
                 if scope is not None:
                     self.suite.setdefault("scope_idn", scope.idn)
@@ -514,15 +516,25 @@ class Campaign:
                 try:
                     power = measure_power(dut, scope, station.spec, self.options.settings(), meter=meter,
                                           progress=lambda s: self.progress(f"{variant}: {s}"))
+                except InstrumentError as exc:  # the instrument failed, not the board: keep what the board gives
+                    failure = f"power not measured: {exc}"
                 finally:
                     recoveries = getattr(scope, "recoveries", [])  # transfers retried on a new connection
                     for recovery in recoveries:
                         self.progress(f"{variant}: scope: {recovery}")
                         self.suite.setdefault("scope_recoveries", []).append(f"{variant}: {recovery}")
                     recoveries.clear()
-            for metric, fig in power.figures().items():
-                keep(metric, fig)
-            rec.save_traces(variant, power)
+            if power is not None:
+                for metric, fig in power.figures().items():
+                    keep(metric, fig)
+                rec.save_traces(variant, power)
+            else:
+                self.progress(f"{variant}: {failure}; latency from the board's own timer, then accuracy")
+                for metric in POWER_METRICS + (METER_METRICS if meter is not None else ()):
+                    keep(metric, Figure(None, valid=False, reason=failure))
+                for metric, fig in measure_latency(dut, self.options.settings(),
+                                                   progress=lambda s: self.progress(f"{variant}: {s}")).items():
+                    keep(metric, fig)
         else:
             for metric, fig in measure_latency(dut, self.options.settings(),
                                                progress=lambda s: self.progress(f"{variant}: {s}")).items():
