@@ -45,9 +45,10 @@ from hil.wire import (
 )
 
 T = TypeVar("T")
-GARBAGE_RETRIES_V2 = 3  # re-issues after replies that failed their CRC (transient link noise), version 2
+GARBAGE_RETRIES_V2 = 5  # re-issues after replies that failed their CRC (transient link noise), version 2
 SYNC_TRIES = 4  # `sync` requests per resynchronisation (each reply is ~50 bytes)
-HELLO_TRIES = 5  # plain `hello` requests when a session opens (its reply is ~500 bytes)
+HELLO_TRIES = 10  # `hello` requests after garbage (its reply is ~700 bytes; a silent board fails after two)
+UPLOAD_TRIES_V2 = 5  # whole uploads (~1.4 KB each) per input when replies are lost to link noise, version 2
 LINK_LOST = "LINK_LOST"  # host-side code: a command that must not be re-issued was lost; the link is resynced
 
 
@@ -296,8 +297,10 @@ class DutClient:
                     reply = self._await_reply("sync", max(0.0, deadline - time.monotonic()))
                     if reply.get("ok") and reply.get("token") == token:
                         return
-            except (_Garbage, _BoardReset) as exc:  # a timeout is not retried: the board is not answering
-                if attempt == SYNC_TRIES - 1:
+            except (_Garbage, _BoardReset, DutTimeout) as exc:
+                # a silent board on a clean link is hung: fail at once; on a noisy link a reply whose line
+                # break was corrupted also ends in a timeout, so there it is tried again
+                if attempt == SYNC_TRIES - 1 or (isinstance(exc, DutTimeout) and not self.garbage):
                     raise exc
                 self._drain()
 
@@ -432,7 +435,7 @@ class DutClient:
                 raise ValueError(f"completion CRC {r.get('crc32')!r}")
             return bool(r.get("complete"))
 
-        tries = 3 if self._crc_required else 2
+        tries = UPLOAD_TRIES_V2 if self._crc_required else 2
         for attempt in range(tries):
             try:
                 self.request(f"input {len(data)} {crc}")

@@ -92,12 +92,15 @@ def parse_reply(line: str, *, require_crc: bool = False) -> dict[str, Any] | Non
     """The JSON object of a reply line, or None when the line is not a well-formed reply.
 
     A line ending in `*` and 8 hex digits must match that CRC32; a line without one is read only when
-    `require_crc` is false (a version 1 device) and never when it claims version 2 or later.
+    `require_crc` is false (a version 1 device) and never when it claims version 2 or later. One stray byte
+    after the CRC (the `\r` of the terminator with a bit flipped) is ignored: the CRC covers the content.
     """
     at = line.find(REPLY_PREFIX + "{")
     if at < 0:
         return None
     text = line[at + len(REPLY_PREFIX) :].rstrip("\r\n")
+    if len(text) > 10 and text[-10] == CRC_MARK and normalize_crc32(text[-9:-1]) == text[-9:-1]:
+        text = text[:-1]  # a garbled '\r'
     signed = len(text) > 9 and text[-9] == CRC_MARK and normalize_crc32(text[-8:]) == text[-8:]
     if signed:
         text, crc = text[:-9], text[-8:]

@@ -58,6 +58,9 @@ def test_a_reply_whose_crc_does_not_match_is_not_a_reply() -> None:
     assert wire.looks_like_reply(flipped)
     lost_mark = good.replace("}*", "}+")  # the CRC's mark garbled
     assert wire.parse_reply(lost_mark) is None and wire.parse_reply(lost_mark, require_crc=True) is None
+    for junk in ("\x0c", "-", "\x0d\x0d"):  # the terminator's '\r' with a bit flipped: the CRC still decides
+        assert wire.parse_reply(good + junk, require_crc=True) == wire.parse_reply(good, require_crc=True)
+    assert wire.parse_reply(good + "--", require_crc=True) is None  # more than one stray byte: not a reply
     split = good[: good.rindex("*")]  # '*' flipped into a line break: the JSON alone arrives
     assert wire.parse_reply(split, require_crc=True) is None
     assert wire.parse_reply(split) is not None  # before the version is known, a v1 line is readable ...
