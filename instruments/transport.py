@@ -204,8 +204,9 @@ class VisaTransport:
         try:
             return read_block(read, terminator=b"\n", chunk_size=chunk_size)
         except BlockError as exc:
-            raise BlockError(f"{exc} (answer to {command!r} from {self._where()}, "
-                             f"timeout {self.timeout_s:g} s)") from None
+            raise BlockError(f"{exc} (answer to {command!r} from {self._where()}: nothing more within the "
+                             f"timeout of {self.timeout_s:g} s; VISA drops the bytes of a read that times out, so "
+                             f"up to {chunk_size} more may have arrived before the data stopped)") from None
         except ConnectionClosed as exc:
             raise ConnectionClosed(f"{exc} during the answer to {command!r} ({received} bytes of it read)") from None
         finally:
