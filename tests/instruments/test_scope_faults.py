@@ -73,8 +73,7 @@ def test_persistently_truncated_block_is_an_error_not_a_short_array(dialect):
         with pytest.raises(InstrumentError, match="failed twice.*truncated IEEE 488.2 block") as err:
             scope.fetch(1)
     # the VISA library drops a timed-out read's bytes: the message says the count is a lower bound
-    assert "nothing more within the timeout of 0.4 s" in str(err.value)
-    assert "VISA drops the bytes of a read that times out" in str(err.value)
+    assert "may have arrived before the data stopped" in str(err.value)
 
 
 def test_dropped_connection_mid_transfer_reconnects_once(dialect):
