@@ -623,7 +623,7 @@ def _board_failures_said_plainly(name: str, dut) -> Iterator[None]:
     try:
         yield
     except DutError as exc:
-        if dut.garbage >= 2 and exc.code is not None:  # e.g. a re-sent upload chunk that overran the upload
+        if dut.garbage >= 2 and exc.code is not None:  # e.g. an upload lost to link noise every time it was tried
             raise HilError(f"{exc.args[0]}, after {dut.garbage} corrupted replies from {name}: the serial link is "
                            "corrupting bytes (check the cable, its length and grounding, and the baud rate)") from None
         if exc.code is not None or dut.garbage >= 2:  # the device's own error; a noisy link (the client says so)

@@ -367,8 +367,7 @@ def measure_accuracy(
     xq = quantize_input(x, spec_in)
     device_out = []
     for i in range(len(xq)):
-        out = dut.predict(xq[i : i + 1])  # the client restarts an upload lost to a reset or link noise
-        device_out.append(dequantize_output(out, spec_out).reshape(-1))
+        device_out.append(dequantize_output(dut.predict(xq[i : i + 1]), spec_out).reshape(-1))
         if (i + 1) % 100 == 0:
             progress(f"accuracy: {i + 1}/{len(xq)} images")
     dev = np.stack(device_out)

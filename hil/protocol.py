@@ -23,6 +23,7 @@ from hil.wire import (
     CHUNK_MAX_BYTES,
     DEVICE_DEADLINE_S,
     E_MODEL,
+    E_STATE,
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     READY_MARK,
@@ -486,7 +487,7 @@ class DutClient:
             try:
                 return self.run().array(info.output)
             except DutError as exc:  # E_STATE after a resync: the board reset and forgot the input; once more
-                if attempt == 1 or exc.code != "E_STATE" or self.resyncs == resyncs:
+                if attempt == 1 or exc.code != E_STATE or self.resyncs == resyncs:
                     raise
         raise AssertionError("unreachable")
 

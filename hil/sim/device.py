@@ -255,8 +255,6 @@ class DeviceCore:
         if line is None or len(line.rstrip("\r")) > wire.MAX_LINE_BYTES:
             message = f"command line longer than {wire.MAX_LINE_BYTES} bytes discarded"
             return [self._reply(wire.error_reply("?", wire.E_LINE_TOO_LONG, message))]
-        if not wire.split_command(line):
-            return []
         if self.protocol >= 2:
             checked = wire.strip_command_crc(line)
             if checked is None:
@@ -265,7 +263,7 @@ class DeviceCore:
             line = checked
         tokens = wire.split_command(line)
         if not tokens:
-            return []  # a signed blank line is a blank line
+            return []  # a blank line (signed or not) is no command: no output
         cmd, args = tokens[0], tokens[1:]
         log: list[str] = []
         try:

@@ -73,8 +73,6 @@ class _Block(bytes):
 class ScopeSimulator(TcpServer):
     """A Rigol- or Keysight-dialect oscilloscope fed by a `SignalSource`, served on 127.0.0.1."""
 
-
-
     def __init__(self, dialect: str = "rigol", source: SignalSource | None = None, adc_bits: int = 8,
                  noise_vrms: float = 0.0, host: str = "127.0.0.1", port: int = 0, *, idn: str | None = None,
                  seed: int | None = None) -> None:
