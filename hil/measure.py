@@ -54,6 +54,7 @@ class Figure:
     valid: bool = True
     reason: str | None = None
     skipped: bool = False  # cannot be measured on this bench by design (the reason says why); never a failure
+    values: tuple[float, ...] = ()  # the per-trial values the median was taken over (kept in the results database)
 
     @classmethod
     def not_measurable(cls, reason: str) -> Figure:
@@ -143,7 +144,7 @@ def _median(values: list[float]) -> Figure:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return Figure(None, trials=len(values), valid=False, reason="no finite value in any trial")
-    return Figure(statistics.median(finite), max(finite) - min(finite), len(finite))
+    return Figure(statistics.median(finite), max(finite) - min(finite), len(finite), values=tuple(finite))
 
 
 def _configure(scope, spec: StationSpec, n: int, period_s: float, shunt_full_scale_v: float, points: int) -> None:

@@ -7,12 +7,13 @@ pytest-xdist workers can write to the same file (WAL + busy timeout).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_RESULTS_DB = "reports/results.sqlite"
-SCHEMA_VERSION = 2  # 2: variants (factory row + sha256 per measured variant) and outcomes (test verdicts)
+SCHEMA_VERSION = 3  # 2: variants (factory row + sha256 per variant), outcomes; 3: trials (every trial's value)
 STATUSES = ("running", "passed", "failed", "interrupted")
 MAIN_BRANCHES = ("main", "master")
 # Reason prefix of a measurement that cannot be taken by design (e.g. a variant TFLM cannot run): it is
@@ -85,6 +86,14 @@ CREATE TABLE IF NOT EXISTS outcomes (
     message TEXT NOT NULL DEFAULT '',
     test TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, variant, metric)
+);
+CREATE TABLE IF NOT EXISTS trials (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    variant TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (run_id, variant, metric, trial)
 );
 CREATE INDEX IF NOT EXISTS measurements_by_variant_metric ON measurements (variant, metric);
 CREATE INDEX IF NOT EXISTS runs_by_branch ON runs (git_branch, status);
@@ -259,13 +268,13 @@ class ResultsStore:
             if version == SCHEMA_VERSION:
                 return
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            foreign = tables - {"runs", "measurements", "artifacts", "variants", "outcomes"}
+            foreign = tables - {"runs", "measurements", "artifacts", "variants", "outcomes", "trials"}
             if foreign:
                 raise HilError(
                     f"{self.path}: not a results database (it holds tables {', '.join(sorted(foreign))}); "
                     "pass another --results-db/--db path"
                 )
-            for statement in _SCHEMA.split(";"):  # IF NOT EXISTS: upgrades version 1 in place
+            for statement in _SCHEMA.split(";"):  # IF NOT EXISTS: upgrades versions 1 and 2 in place
                 if statement.strip():
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -437,10 +446,12 @@ class ResultsStore:
         trials: int = 1,
         spread: float | None = None,
         skipped: bool = False,
+        values: Sequence[float] = (),
     ) -> None:
         """Store one figure in its own committed transaction (recording it again replaces it).
 
-        `skipped=True` records a measurement that cannot be taken by design (reason required, value none).
+        `skipped=True` records a measurement that cannot be taken by design (reason required, value none);
+        `values` are the figure's per-trial values (the gate estimates noise from them), kept with it.
         """
         if skipped:
             if not reason:
@@ -475,11 +486,31 @@ class ResultsStore:
                     _now(),
                 ),
             )
+            c.execute("DELETE FROM trials WHERE run_id = ? AND variant = ? AND metric = ?", (run_id, variant, metric))
+            kept = [float(v) for v in values if v is not None and math.isfinite(float(v))] if valid else []
+            c.executemany(
+                "INSERT INTO trials (run_id, variant, metric, trial, value) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, variant, metric, i, v) for i, v in enumerate(kept)],
+            )
 
     def measurements(self, run_id: int) -> list[Measurement]:
         """Every measurement of a run, in the order they were recorded."""
         rows = self._read("SELECT * FROM measurements WHERE run_id = ? ORDER BY id", (int(run_id),))
         return [Measurement(**{**r, "valid": bool(r["valid"])}) for r in rows]
+
+    def trial_values(self, run_id: int) -> dict[tuple[str, str], list[float]]:
+        """Per-trial values of each valid figure of a run; a figure stored without them (schema 2 and older,
+        or a single-value figure) counts as one value, its own."""
+        out: dict[tuple[str, str], list[float]] = {}
+        for r in self._read("SELECT variant, metric, value FROM trials WHERE run_id = ? ORDER BY variant, metric, "
+                            "trial", (int(run_id),)):
+            out.setdefault((r["variant"], r["metric"]), []).append(float(r["value"]))
+        for m in self.measurements(run_id):
+            if m.valid and m.value is not None:
+                out.setdefault((m.variant, m.metric), [float(m.value)])
+            else:
+                out.pop((m.variant, m.metric), None)
+        return out
 
     def history(self, variant: str | None = None, metric: str | None = None) -> pd.DataFrame:
         """Long table of measurements with their run (one row per run, variant, metric), oldest first."""

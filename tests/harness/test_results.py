@@ -66,7 +66,7 @@ def test_new_file_is_wal_with_schema_version(store: ResultsStore) -> None:
     assert raw_rows(store.path, "PRAGMA journal_mode")[0][0] == "wal"
     assert raw_rows(store.path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
     tables = {r[0] for r in raw_rows(store.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"runs", "measurements", "artifacts", "variants", "outcomes"}
+    assert tables == {"runs", "measurements", "artifacts", "variants", "outcomes", "trials"}
 
 
 def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -87,7 +87,28 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: 
         s.record_variant(run, "v", sha256="ab" * 32, station="esp32-0", factory={"size_bytes": 10})
         assert [(o.outcome, o.metric) for o in s.outcomes(run)] == [("passed", "latency_ms")]
         assert s.variants(run)[0].factory == {"size_bytes": 10}
-    assert raw_rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+    assert raw_rows(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
+
+
+def test_a_version_2_database_gains_the_trials_table_and_its_figures_count_as_one_value(tmp_path: Path) -> None:
+    """Schema 2 kept only the median and the range: after the upgrade each old figure is one value, and new
+    figures keep every trial."""
+    path = tmp_path / "v2.sqlite"
+    with ResultsStore(path) as s:
+        old = s.start_run(bench="b.yaml", simulated=True, git_commit="c", git_branch="main")
+        s.record(old, "v", "energy_mj", 2.5, trials=5, spread=0.1)
+    with sqlite3.connect(path) as c:  # the version-2 file the previous harness wrote
+        c.execute("DROP TABLE trials")
+        c.execute("PRAGMA user_version = 2")
+    with ResultsStore(path) as s:
+        assert s.trial_values(old) == {("v", "energy_mj"): [2.5]}
+        new = s.start_run(bench="b.yaml", simulated=True, git_commit="d", git_branch="main")
+        s.record(new, "v", "energy_mj", 2.51, trials=3, spread=0.02, values=[2.50, 2.51, 2.52])
+        s.record(new, "v", "latency_ms", None, valid=False, reason="no capture", values=[1.0])
+        assert s.trial_values(new) == {("v", "energy_mj"): [2.50, 2.51, 2.52]}
+        s.record(new, "v", "energy_mj", 2.6, values=[2.6])  # recorded again: its trials are replaced
+        assert s.trial_values(new) == {("v", "energy_mj"): [2.6]}
+    assert raw_rows(path, "PRAGMA user_version")[0][0] == 3
 
 
 def test_run_lifecycle_and_measurements(store: ResultsStore) -> None:
