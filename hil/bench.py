@@ -229,8 +229,44 @@ class FaultsConfig(_Strict):
         return self.board.armed() + self.scope.armed()
 
 
+class NoiseConfig(_Strict):
+    """Bench noise of the virtual bench's power and energy (`virtual.noise`, `hil.sim.noise.NoiseModel`): a gain
+    per session, per (session, variant) and per trial on the supply current. Off unless `enabled`; the default
+    CVs are assumptions about a real shunt + scope bench."""
+
+    enabled: bool = False
+    between_run_cv: float = Field(0.02, ge=0, le=0.5)  # CV between sessions
+    shared_fraction: float = Field(0.75, ge=0, le=1)  # share of that variance common to a session's variants
+    trial_cv: float = Field(0.003, ge=0, le=0.5)  # CV capture to capture within a session
+    seed: int | None = Field(None, ge=0)  # None: a new seed per run, from its session id; an int replays a run
+
+    def model(self):
+        """The `hil.sim.noise.NoiseModel` of these settings, or None when the noise is off."""
+        from hil.sim.noise import NoiseModel
+
+        return NoiseModel(self.between_run_cv, self.shared_fraction, self.trial_cv) if self.enabled else None
+
+    def describe(self, seed: int | None = None) -> str:
+        """'2 % between sessions (75 % shared), 0.3 % per trial, seed 1234', or 'off'."""
+        model = self.model()
+        return "off" if model is None else model.describe(seed)
+
+
+class Injection(_Strict):
+    """A regression injected into one variant on the virtual bench (`virtual.inject`, `--inject`): its Invoke()
+    current (`energy`, `power`) or its modelled Invoke() durations (`latency`) times `factor`."""
+
+    variant: str = Field(min_length=1)
+    kind: Literal["energy", "power", "latency"]
+    factor: float = Field(gt=0, le=1000)
+
+    def __str__(self) -> str:
+        return f"{self.variant}:{self.kind}={self.factor:g}"
+
+
 class VirtualConfig(_Strict):
-    """Settings of the virtual bench only: wall-time pacing, random seed, scope input noise, injected faults.
+    """Settings of the virtual bench only: wall-time pacing, random seed, scope input noise, injected faults,
+    bench noise and injected regressions.
 
     Time on the virtual bench is simulated; `time_scale` only paces the replies to wall time (1.0: as long
     as the chip takes, 0: as fast as the host can) and changes no figure. `speed` is its deprecated alias.
@@ -241,6 +277,24 @@ class VirtualConfig(_Strict):
     seed: int = 0
     noise_vrms: float = Field(0.0002, ge=0, le=1.0)
     faults: FaultsConfig = FaultsConfig()
+    noise: NoiseConfig = NoiseConfig()  # bench noise of power and energy (off by default: bit-identical runs)
+    inject: list[Injection] = []  # regressions to rehearse the merge gate with
+
+    @model_validator(mode="after")
+    def _one_injection_per_kind(self) -> VirtualConfig:
+        seen = set()
+        for i in self.inject:
+            if (i.variant, i.kind) in seen:
+                raise ValueError(f"inject: {i.variant} {i.kind} is injected twice; keep one factor")
+            seen.add((i.variant, i.kind))
+        return self
+
+    def injections(self) -> dict[str, dict[str, float]]:
+        """variant -> {kind: factor}, as the virtual board takes them."""
+        out: dict[str, dict[str, float]] = {}
+        for i in self.inject:
+            out.setdefault(i.variant, {})[i.kind] = i.factor
+        return out
 
     @model_validator(mode="after")
     def _speed_is_time_scale(self) -> VirtualConfig:

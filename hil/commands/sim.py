@@ -1,12 +1,15 @@
 """`hil sim`: run the virtual bench alone (virtual ESP32 + simulated scope) until Ctrl-C.
 
-Prints the board's serial port and the scope's VISA resource so any tool can talk to them.
+Prints the board's serial port and the scope's VISA resource so any tool can talk to them, and the faults,
+bench noise and injected regressions armed. Each start is a session of its own: with `virtual.noise` enabled
+and no `virtual.noise.seed`, it draws a new noise seed and prints it (set it in the bench file to replay).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import uuid
 from pathlib import Path
 
 from hil.bench import DEFAULT_BENCH_FILE, BenchConfig, load_bench
@@ -52,10 +55,14 @@ def _config(path: str | None) -> tuple[BenchConfig, str]:
 def run(args: argparse.Namespace) -> int:
     """Start the virtual bench, print how to reach it, serve until interrupted."""
     from hil.sim.bench import VirtualBench, default_model_path
+    from hil.sim.noise import session_seed
 
     config, source = _config(args.bench)
     model = Path(args.model) if args.model else default_model_path()
-    bench = VirtualBench(config, model, board=args.board, speed=args.speed, scope=not args.no_scope)
+    noise = config.virtual.noise
+    noise_seed = noise.seed if noise.seed is not None else session_seed(uuid.uuid4().hex)  # a session of its own
+    bench = VirtualBench(config, model, board=args.board, speed=args.speed, scope=not args.no_scope,
+                         noise_seed=noise_seed)
     bench.start(tcp_port=args.tcp_port)
     try:
         b = bench.board
@@ -72,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
             )
         armed = config.virtual.faults.armed()
         print(f"faults:   {'; '.join(armed) if armed else 'none armed'}  (virtual.faults, docs/faults.md)")
+        print(f"noise:    {noise.describe(bench.noise_seed)}  (virtual.noise)")
+        if config.virtual.inject:
+            print(f"inject:   {', '.join(str(i) for i in config.virtual.inject)}  (virtual.inject)")
         baud = bench.board_config.baud
         print(f"try:      python -m serial.tools.miniterm {bench.port} {baud}  (type hello)")
         if bench.resource:

@@ -6,7 +6,8 @@ shunt and supply are the board's own where it has them (`BenchConfig.station`). 
 timeline's simulation clock: the scope arms, triggers and completes its record in simulated time, so a
 capture is a function of the model, the options and `virtual.seed` alone; `virtual.time_scale` paces the
 replies to wall time and changes nothing else. The faults of `virtual.faults` are armed on the board and the
-scope as they start (docs/faults.md).
+scope as they start (docs/faults.md). `virtual.noise` (bench noise, off by default) and `virtual.inject`
+(regressions of one variant) go to the board; the noise seed is the session's, handed in by the campaign.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class VirtualBench:
         speed: float | None = None,
         scope: bool = True,
         boot_s: float = 0.2,
+        noise_seed: int | None = None,
     ):
+        """`noise_seed`: the session's bench-noise seed (default: `virtual.noise.seed`, else `virtual.seed`: a
+        bench started alone is as reproducible as its file); used only when `virtual.noise.enabled`."""
         self.config = config or BenchConfig()
         self.spec: StationSpec = self.config.station(board)
         self.board_config: BoardConfig = self.spec.board
@@ -78,6 +82,11 @@ class VirtualBench:
             ripple_hz=profile.ripple_hz,
             ripple_phase=float(np.random.default_rng([seed, 3]).uniform(0, 2 * math.pi)),
         )
+        vc = self.config.virtual
+        self.noise = vc.noise.model()  # hil.sim.noise.NoiseModel, or None when off
+        if noise_seed is None:
+            noise_seed = vc.noise.seed if vc.noise.seed is not None else seed
+        self.noise_seed: int | None = noise_seed if self.noise is not None else None
         self.board = VirtualBoard(
             model,
             board=f"virtual-{bc.chip}",
@@ -91,6 +100,9 @@ class VirtualBench:
             boot_s=boot_s,
             timeline=self.timeline,
             calibration=cal,
+            noise=self.noise,
+            noise_seed=noise_seed,
+            inject=vc.injections(),
         )
         self.faults = self.config.virtual.faults  # the bench file's virtual.faults (none armed by default)
         _arm_board_faults(self.board, self.faults)

@@ -58,6 +58,11 @@ def read_image(model: bytes | str | Path | None) -> bytes | None:
     return p.read_bytes()
 
 
+def _variant_name(model: bytes | str | Path | None) -> str:
+    """The variant a model stands for when the flasher names none: the .tflite file's stem, else 'model'."""
+    return Path(model).stem if isinstance(model, str | Path) else "model"
+
+
 class VirtualBoard:
     """A virtual ESP32 running the HIL firmware protocol over a pty and `socket://127.0.0.1:PORT`."""
 
@@ -67,8 +72,10 @@ class VirtualBoard:
         seeds the latency jitter, the power variation and the garbled bits; `baud` is the UART rate the pty
         insists on (None: any) and the rate whose transfer time each command costs in simulated time;
         `device` are the other `DeviceCore` options (board, board_id, chip, kernels, cpu_mhz, arena_bytes,
-        marker_gpio, time_scale, speed, timeline, calibration).
+        marker_gpio, time_scale, speed, timeline, calibration, noise, noise_seed, inject; `variant` defaults to
+        the model file's stem).
         """
+        device.setdefault("variant", _variant_name(model))
         self.core = DeviceCore(read_image(model), seed=seed, baud=baud, **device)
         self.boot_s = boot_s
         self.faults = Faults()
@@ -158,13 +165,16 @@ class VirtualBoard:
         """Replace the model image and reboot, as flashing a model would.
 
         Refuses (HilError, the board untouched) what `hil firmware pack-model` refuses: an operator outside
-        the firmware's ops.txt, an image larger than the model partition.
+        the firmware's ops.txt, an image larger than the model partition. `source` names the variant (default:
+        the file's stem): its bench noise and injected regressions apply from now on.
         """
         image = read_image(model)
+        variant = source or _variant_name(model)
         if image is not None:
-            check_flashable(image, source or (Path(model).stem if isinstance(model, str | Path) else "model"))
+            check_flashable(image, variant)
         self._unhang.set()  # flashing resets the chip (esptool pulls EN): it ends a hang
         with self._exec:
+            self.core.select_variant(variant)
             self.core.image = image
             self._announce(self.core.boot())
 

@@ -9,7 +9,10 @@ The model runs in the TFLite Micro runtime (real kernels, real arena use); laten
 from the calibrated cost model of the board's chip and kernel library. Time is simulated: every command
 advances the timeline's clock by its modelled duration (UART transfer at `baud`, each Invoke(), gaps) and
 records the board's activity there, so every figure is a function of the model, the options and the seed.
-Replies are paced to wall time by `time_scale` only (0: as fast as the host can).
+Replies are paced to wall time by `time_scale` only (0: as fast as the host can). Bench noise (`noise`, a
+`hil.sim.noise.NoiseModel` with its session seed) multiplies the supply current of each `infer` (one trial of
+the flashed variant) from its start on; `inject` rehearses a regression of one variant (its Invoke() current
+or its modelled durations times a factor).
 
 Like the firmware, the core refuses a model that does not fit the model partition (`firmware/partitions.csv`)
 or uses an operator outside `firmware/main/ops.txt`, with the firmware's messages (`firmware/main/core/
@@ -22,7 +25,8 @@ import base64
 import binascii
 import hashlib
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,7 @@ import numpy as np
 from hil import wire
 from hil.errors import HilError
 from hil.sim.costmodel import Calibration, ChipProfile, CostModel, layers_from_model, load_calibration
+from hil.sim.noise import NoiseModel
 from hil.sim.timeline import ActivityTimeline
 
 FIRMWARE_VERSION = "0.2.0-sim"
@@ -42,6 +47,7 @@ BOOT_BANNER = (
     "I (312) cpu_start: Pro cpu start user code",
 )
 MAX_LINE_CHARS = wire.MAX_LINE_BYTES + 1
+INJECT_KINDS = ("energy", "power", "latency")  # energy, power: Invoke() current x factor; latency: durations x factor
 INFER_USAGE = "usage: infer N [W [GAP_MS]] with 1 <= N <= 1000, 0 <= W <= 100, 0 <= GAP_MS <= 1000"
 
 
@@ -165,11 +171,17 @@ class DeviceCore:
         timeline: ActivityTimeline | None = None,
         calibration: Calibration | None = None,
         protocol: int = wire.PROTOCOL_VERSION,
+        variant: str = "model",
+        noise: NoiseModel | None = None,
+        noise_seed: int = 0,
+        inject: Mapping[str, Mapping[str, float]] | None = None,
     ):
         """`time_scale`: wall seconds per simulated second (0: as fast as the host can; `speed` is its
         deprecated alias); `baud`: the UART rate whose transfer time each command line and reply costs in
         simulated time (None: none); `seed`: latency jitter, per-inference power and ripple phase; `protocol`:
-        the version spoken (1 emulates firmware from before version 2: no CRCs, no `sync`)."""
+        the version spoken (1 emulates firmware from before version 2: no CRCs, no `sync`); `variant`: the name
+        of the flashed model; `noise`, `noise_seed`: bench noise and the session's seed (None: none); `inject`:
+        variant -> {kind: factor} regressions (kinds INJECT_KINDS)."""
         if protocol not in wire.SUPPORTED_PROTOCOLS:
             raise HilError(f"virtual board protocol must be one of {wire.SUPPORTED_PROTOCOLS}, got {protocol}")
         self.protocol = protocol
@@ -198,6 +210,17 @@ class DeviceCore:
         self.model = load_model(image, arena_bytes, self.profile, self.cpu_mhz)
         self._rng = np.random.default_rng(seed)
         self._power_rng = np.random.default_rng([seed, 2])
+        self.noise = noise if noise is not None and noise.enabled else None
+        self.noise_seed = noise_seed
+        self.inject = {v: dict(kinds) for v, kinds in (inject or {}).items()}
+        for kinds in self.inject.values():
+            for kind, factor in kinds.items():
+                if kind not in INJECT_KINDS or not factor > 0:
+                    raise HilError(f"inject: kind must be one of {', '.join(INJECT_KINDS)} with a factor > 0, "
+                                   f"got {kind}={factor}")
+        self.trials: Counter[str] = Counter()  # variant -> `infer` commands run (trials, for the noise)
+        self.variant = ""
+        self.select_variant(variant)
         self._boot_count = 0
         self._input: bytes | None = None  # the input of `run`: set by a complete upload
         self._upload: dict[str, Any] | None = None  # the pending upload: bytes, crc32, buf
@@ -215,6 +238,19 @@ class DeviceCore:
         self.timeline.time_scale = value
 
     speed = time_scale  # deprecated alias (`virtual.speed`)
+
+    def select_variant(self, variant: str) -> None:
+        """The flashed model is `variant`: its injections apply, and the bench noise gain becomes its session gain
+        (until its next `infer`, a trial, draws the trial's)."""
+        self.variant = variant
+        if self.noise is not None:
+            n, seed = self.noise, self.noise_seed
+            self.timeline.set_gain(n.session_gain(seed) * n.variant_gain(seed, variant))
+
+    def _factor(self, *kinds: str) -> float:
+        """The injected factor of the flashed variant for `kinds` (1.0: none)."""
+        mine = self.inject.get(self.variant)
+        return math.prod(mine.get(k, 1.0) for k in kinds) if mine else 1.0
 
     # -- boot -------------------------------------------------------------------------------------------
     def boot(self) -> list[str]:
@@ -402,7 +438,9 @@ class DeviceCore:
         assert m.cost is not None
         base = np.array((m.cost.invoke_overhead_s, *m.cost.op_seconds))
         jitter = 1.0 + self._rng.normal(0.0, m.cost.jitter_rel_std, size=base.size)
-        return base * np.clip(jitter, 0.9, 1.1)
+        durations = base * np.clip(jitter, 0.9, 1.1)
+        factor = self._factor("latency")  # an injected latency regression
+        return durations * factor if factor != 1.0 else durations
 
     def _cycles_us(self, seconds: float) -> int:
         """Microseconds as the cycle counter converts them (whole cycles, truncated)."""
@@ -429,6 +467,7 @@ class DeviceCore:
         idle = m.cost.idle_current_a
         variation = 1.0 + float(self._power_rng.normal(0.0, self.profile.inference_power_rel_std))
         current = idle + (m.cost.active_current_a - idle) * max(variation, 0.5)
+        current *= self._factor("energy", "power")  # an injected energy/power regression
         self.timeline.active(start, start + seconds, current, marker=marker)
         self.timeline.advance(seconds)
         self.timeline.pace()
@@ -446,6 +485,10 @@ class DeviceCore:
         gap = _uint(args[2], "GAP_MS", 0, 1000) if len(args) > 2 else 0
         m = self._require_model()
         self._invoke(m)  # the real kernels once: an invalid model or input fails here
+        if self.noise is not None:  # one trial (capture) of the variant: its bench-noise gain from now on
+            trial = self.trials[self.variant]
+            self.timeline.set_gain(self.noise.gain(self.noise_seed, self.variant, trial))
+        self.trials[self.variant] += 1
         loop_s = self._loop_s(m)
         for _ in range(w):
             self._one_inference(m, marker=False)
@@ -485,7 +528,8 @@ class DeviceCore:
         self._invoke(m)
         durations = self._durations(m)
         start = self.timeline.now()
-        self.timeline.active(start, start + float(durations.sum()), m.cost.active_current_a, marker=True)
+        current = m.cost.active_current_a * self._factor("energy", "power")
+        self.timeline.active(start, start + float(durations.sum()), current, marker=True)
         self.timeline.advance(float(durations.sum()))
         self.timeline.pace()
         ops = [

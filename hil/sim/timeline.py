@@ -3,8 +3,10 @@
 One simulation clock (seconds since power-on) drives the board, its activity and the scope: the board
 advances it by the modelled duration of everything it does and records every active interval (an
 Invoke(), with its supply current) and every marker pulse; the scope simulator asks for noise-free volts at
-simulation times and, through `now()` and `run_until()`, reads and advances the same clock. Nothing here
-reads the host's wall clock except `pace`, which only delays replies (`time_scale`).
+simulation times and, through `now()` and `run_until()`, reads and advances the same clock. Bench noise
+(`hil.sim.noise`) enters as a gain on the supply current from a simulation time on (`set_gain`), so a capture
+fetched later still sees the gain that applied when it was taken. Nothing here reads the host's wall clock
+except `pace`, which only delays replies (`time_scale`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,37 @@ class _Intervals:
         return out
 
 
+class _Steps:
+    """A piecewise-constant value over time: `value` from each start on, `default` before the first."""
+
+    def __init__(self, default: float = 1.0) -> None:
+        self.default = default
+        self.starts: list[float] = []
+        self.values: list[float] = []
+
+    def set(self, at: float, value: float) -> None:
+        if self.starts and at <= self.starts[-1]:  # time never runs back: the same instant is overwritten
+            at = self.starts[-1]
+            self.starts.pop()
+            self.values.pop()
+        self.starts.append(at)
+        self.values.append(value)
+
+    def prune(self, before: float) -> None:
+        """Forget steps superseded before `before` (the one in force then is kept)."""
+        k = int(np.searchsorted(np.asarray(self.starts), before, side="right")) - 1
+        if k > 0:
+            del self.starts[:k], self.values[:k]
+
+    def sample(self, t: np.ndarray) -> np.ndarray | None:
+        """The value at times `t`, or None when no step was ever set (the default everywhere)."""
+        if not self.starts:
+            return None
+        idx = np.searchsorted(np.asarray(self.starts), t, side="right") - 1
+        values = np.asarray(self.values)
+        return np.where(idx >= 0, values[np.maximum(idx, 0)], self.default)
+
+
 class ActivityTimeline:
     """Supply current and marker level of one board over simulation time, and the simulation clock.
 
@@ -100,6 +133,7 @@ class ActivityTimeline:
         self._lock = threading.RLock()
         self._active = _Intervals()
         self._marker = _Intervals()
+        self._gain = _Steps(1.0)  # bench noise: supply-current gain from a simulation time on
         self._now = 0.0
         self._busy = 0
         self._wall_mark: tuple[float, float] | None = None  # (wall, simulation) at the start of a busy spell
@@ -176,6 +210,14 @@ class ActivityTimeline:
             self._active.prune(start - self.keep_s)
             self._marker.prune(start - self.keep_s)
 
+    def set_gain(self, gain: float, at: float | None = None) -> None:
+        """From simulation time `at` (default: now) on, the measured supply current is `gain` x the modelled one
+        (bench noise: the measurement chain and the supply drift; idle and active current alike)."""
+        with self._lock:
+            at = self._now if at is None else at
+            self._gain.set(at, gain)
+            self._gain.prune(at - self.keep_s)
+
     def cut(self, at: float | None = None) -> None:
         """The board reset at `at` (default: now): activity and marker stop there."""
         with self._lock:
@@ -184,10 +226,13 @@ class ActivityTimeline:
             self._marker.cut(at)
 
     def current(self, t: np.ndarray) -> np.ndarray:
-        """Supply current (A) at simulation times `t`, supply ripple included."""
+        """Supply current (A) at simulation times `t`, supply ripple and bench-noise gain included."""
         t = np.asarray(t, dtype=float)
         with self._lock:
             i = self._active.sample(t, self.idle_current_a)
+            gain = self._gain.sample(t)
+        if gain is not None:
+            i = i * gain
         if self.ripple_rel:
             i = i * (1.0 + self.ripple_rel * np.sin(2 * math.pi * self.ripple_hz * t + self.ripple_phase))
         return i

@@ -24,13 +24,20 @@ BUDGETS = {
 
 def make_workspace(build: Path, folder: Path) -> Path:
     """Copy the built baseline variants, their cache and matrix into `folder` (a campaign rewrites the models
-    folder), with BUDGETS and the repository's bench cut to its first board."""
+    folder), with BUDGETS and the repository's bench cut to its first board, its noise off."""
     shutil.copytree(build, folder, dirs_exist_ok=True)
     (folder / "budgets.yaml").write_text(yaml.safe_dump(BUDGETS))
-    bench = yaml.safe_load((ROOT / "bench.yaml").read_text())
+    bench = quiet_bench()
     bench["boards"] = bench["boards"][:1]
     (folder / "bench.yaml").write_text(yaml.safe_dump(bench))
     return folder
+
+
+def quiet_bench() -> dict:
+    """The repository's bench file with its bench noise off: runs to be compared figure by figure must not drift."""
+    bench = yaml.safe_load((ROOT / "bench.yaml").read_text())
+    bench["virtual"]["noise"]["enabled"] = False
+    return bench
 
 
 def measure_args(ws: Path, *extra: str, bench: str = "bench.yaml") -> list[str]:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_CONFIG
+from tests.harness.helpers import quiet_bench
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         yaml.safe_dump({**TINY_CONFIG, "variants": {"baseline": ["no_opt", "dynamic", "int8"]}})
     )
     (ws / "budgets.yaml").write_text(yaml.safe_dump(BUDGETS))
-    bench = yaml.safe_load((ROOT / "bench.yaml").read_text())
+    bench = quiet_bench()
     bench["boards"] = bench["boards"][:1]
     (ws / "bench.yaml").write_text(yaml.safe_dump(bench))
     return ws
@@ -171,7 +172,7 @@ def test_killed_run_keeps_finished_rows_and_the_next_run_starts_cleanly(workspac
 
 def test_each_variant_is_measured_on_exactly_one_board_with_xdist(workspace: Path) -> None:
     """`pytest -n 2 --dist loadgroup`: worker k takes board k, and every variant runs on one board only."""
-    (workspace / "two-boards.yaml").write_text((ROOT / "bench.yaml").read_text())
+    (workspace / "two-boards.yaml").write_text(yaml.safe_dump(quiet_bench()))
     r = run_hil(workspace, "-n", "2", "--dist", "loadgroup", "--variants=baseline-no_opt", bench="two-boards.yaml")
     assert r.returncode == 0, r.stdout[-3000:]
     assert "measured by several workers" not in r.stdout
