@@ -58,6 +58,9 @@ class CampaignOptions:
     report_dir: Path = Path("reports/latest")
     baseline: str | None = None
     gate: list[str] = field(default_factory=list)
+    remeasure_of: int | None = None  # this run re-measures run N for the gate (hil gate --remeasure)
+    noise_seed: int | None = None  # virtual bench: replay a run's bench noise (overrides virtual.noise.seed)
+    inject: list[str] = field(default_factory=list)  # virtual bench: VARIANT:KIND=FACTOR regressions
 
     @classmethod
     def from_values(cls, get: Callable[[str], Any]) -> CampaignOptions:
@@ -71,6 +74,7 @@ class CampaignOptions:
             window=get("--window"), warmup=get("--warmup"), trials=get("--trials"), flash_app=get("--flash-app"),
             accuracy_samples=get("--accuracy-samples"), results_db=Path(get("--results-db")),
             report_dir=Path(get("--report-dir")), baseline=get("--baseline"), gate=list(get("--gate")),
+            noise_seed=get("--noise-seed"), inject=list(get("--inject") or []),
         )
 
     def validate(self) -> None:
@@ -88,6 +92,55 @@ class CampaignOptions:
         if self.gate and not self.baseline:
             raise HilError("--gate needs --baseline RUN (a run id or latest-main) to compare with")
         self.tolerances()
+        if self.noise_seed is not None and self.noise_seed < 0:
+            raise HilError(f"--noise-seed must be zero or more, got {self.noise_seed}")
+        if self.injections():
+            from hil.bench import load_bench
+
+            real = [b for b in load_bench(self.bench).boards if not b.is_virtual]
+            if real:
+                raise HilError(f"--inject acts on the virtual bench only, and board {real[0].name!r} of {self.bench} "
+                               f"is on {real[0].port}; remove --inject (or use a virtual bench)")
+
+    def injections(self) -> list[Any]:
+        """`--inject VARIANT:KIND=FACTOR` parsed (hil.bench.Injection each); a bad token is one HilError."""
+        from pydantic import ValidationError
+
+        from hil.bench import Injection
+
+        out = []
+        for token in self.inject:
+            variant, _, rest = token.partition(":")
+            kind, _, factor = rest.partition("=")
+            try:
+                out.append(Injection(variant=variant.strip(), kind=kind.strip(), factor=float(factor)))
+            except (ValueError, ValidationError):
+                raise HilError(f"--inject {token!r}: expected VARIANT:KIND=FACTOR with KIND energy, power or latency "
+                               "and FACTOR > 0, e.g. --inject baseline-int8:energy=1.05") from None
+        return out
+
+    def virtual_noise(self, bench: Any, session: str) -> dict[str, Any]:
+        """The run's bench noise and injections, for its meta; pinned on `bench` (the station opens from it).
+
+        The seed is --noise-seed, else `virtual.noise.seed`, else derived from the session id (every xdist
+        worker of the session derives the same); --inject entries replace the bench file's for the same variant
+        and kind. On a bench without a virtual board there is no noise and nothing to inject.
+        """
+        from hil.sim.noise import session_seed
+
+        v = bench.virtual
+        virtual = any(b.is_virtual for b in bench.boards)
+        enabled = v.noise.enabled and virtual
+        seed = None
+        if enabled:
+            seed = self.noise_seed if self.noise_seed is not None else v.noise.seed
+            seed = seed if seed is not None else session_seed(session)
+            v.noise = v.noise.model_copy(update={"seed": seed})
+        given = {(i.variant, i.kind): i for i in self.injections()}
+        v.inject = [i for i in v.inject if (i.variant, i.kind) not in given] + list(given.values())
+        noise = {"enabled": enabled, "between_run_cv": v.noise.between_run_cv,
+                 "shared_fraction": v.noise.shared_fraction, "trial_cv": v.noise.trial_cv, "seed": seed}
+        return {"noise": noise, "inject": [i.model_dump() for i in v.inject] if virtual else []}
 
     def check_outputs(self) -> None:
         """The output paths are usable before anything is measured: report folder and factory folder writable,
@@ -141,6 +194,12 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--report-dir", {"default": str(_DEFAULT.report_dir), "help": "report folder (default: %(default)s)"}),
     ("--baseline", {"default": None, "metavar": "RUN", "help": "gate against a run id or latest-main"}),
     ("--gate", {"action": "append", "default": [], "metavar": "METRIC:TOL", "help": "e.g. energy_mj:5%%"}),
+    ("--noise-seed", {"type": int, "default": None, "metavar": "N",
+                      "help": "virtual bench: the bench-noise seed, to replay a run's noise (default: "
+                              "virtual.noise.seed, else a new one per run)"}),
+    ("--inject", {"action": "append", "default": [], "metavar": "VARIANT:KIND=FACTOR",
+                  "help": "virtual bench: inject a regression, KIND energy, power or latency "
+                          "(e.g. baseline-int8:energy=1.05; repeatable)"}),
 )
 
 
@@ -225,7 +284,7 @@ class RunRecorder:
 
     def record(self, variant: str, metric: str, fig: Figure) -> None:
         self.store.record(self.run_id, variant, metric, fig.value, valid=fig.valid, reason=fig.reason,
-                          trials=fig.trials, spread=fig.spread, skipped=fig.skipped)
+                          trials=fig.trials, spread=fig.spread, skipped=fig.skipped, values=fig.values)
 
     def record_missing(self, variant: str, metrics: list[str], reason: str, *, skipped: bool) -> None:
         """Every metric not measured yet gets a row with the reason: nothing is silently absent."""
@@ -288,6 +347,7 @@ class Campaign:
         self.hellos: dict[str, Any] = {}  # variant -> the board's hello after flashing it
         self._plan: tuple[list[str], Budgets] | None = None
         self._bench = None
+        self._virtual: dict[str, Any] = {}  # the run's bench noise and injections (meta), set with the bench
         self._artifacts = None
         self._snapshots: dict[str, Any] = {}  # variant -> VariantSnapshot, or the error reading it
         self._dataset = None
@@ -317,11 +377,14 @@ class Campaign:
 
     @property
     def bench(self):
-        """The bench configuration (hil.bench.BenchConfig)."""
+        """The bench configuration (hil.bench.BenchConfig), with this session's noise seed and injections
+        pinned on it, so every station opened from it draws the session's noise."""
         if self._bench is None:
             from hil.bench import load_bench
 
-            self._bench = load_bench(self.options.bench)
+            bench = load_bench(self.options.bench)
+            self._virtual = self.options.virtual_noise(bench, self.session)
+            self._bench = bench
         return self._bench
 
     @property
@@ -332,8 +395,13 @@ class Campaign:
             o = self.options
             flags = {"variants": selected, "trials": o.trials, "warmup": o.warmup, "inferences": o.inferences,
                      "window_s": o.window, "accuracy_samples": o.accuracy_samples, "data": o.data}
+            if o.remeasure_of is not None:
+                flags["remeasure_of"] = o.remeasure_of
+            flags.update(budgets=str(o.budgets), models_config=str(o.models_config or ""),
+                         models_dir=str(o.models_dir))
             meta = {"bench_name": str(o.bench), "simulated": self.bench.is_virtual or self.bench.is_emulated,
                     "emulated": self.bench.is_emulated, "faults": self.bench.virtual.faults.armed(),
+                    **self._virtual,  # noise and inject, as pinned on the bench config
                     "budgets": {v: {m: {"min": lim.min, "max": lim.max} for m, lim in budgets.for_variant(v).items()}
                                 for v in selected}}
             self._recorder = RunRecorder(o.results_db, session=self.session, flags=flags, meta=meta,
@@ -682,3 +750,27 @@ def run(options: CampaignOptions, *, progress: Progress = print) -> tuple[Finish
         campaign.close()
         finish = campaign.finish(status)
     return finish, verdicts
+
+
+def remeasurer(store, ref: int | str, *, progress: Progress = print) -> Callable[[list[str]], int]:
+    """For `hil gate --remeasure`: variants -> the id of a new run that measures them again on the candidate
+    run's bench, as the candidate was measured (settings, injections), recorded as its re-measurement."""
+    cand = store.run(store.resolve(ref))
+    f = cand.flags
+    inject = [f"{i['variant']}:{i['kind']}={i['factor']}" for i in cand.meta.get("inject") or []]
+
+    def measure(variants: list[str]) -> int:
+        options = CampaignOptions(
+            bench=Path(cand.bench), budgets=Path(f.get("budgets", _DEFAULT.budgets)), variants=variants,
+            models_config=Path(f["models_config"]) if f.get("models_config") else None,
+            models_dir=Path(f.get("models_dir", _DEFAULT.models_dir)), data=f.get("data", _DEFAULT.data),
+            inferences=f.get("inferences"), window=f.get("window_s", _DEFAULT.window),
+            warmup=f.get("warmup", _DEFAULT.warmup), trials=f.get("trials", _DEFAULT.trials),
+            accuracy_samples=f.get("accuracy_samples", _DEFAULT.accuracy_samples), results_db=store.path,
+            report_dir=store.path.parent / "remeasure", remeasure_of=cand.id, inject=inject)
+        finish, _ = run(options, progress=progress)
+        if finish.run_id is None:
+            raise HilError(f"re-measuring {', '.join(variants)} recorded no run")
+        return finish.run_id
+
+    return measure

@@ -1,6 +1,8 @@
-"""`hil history` (trend of the results database) and `hil gate` (compare a run with a baseline run).
+"""`hil history` (the results database over runs), `hil gate` (a run against a window of baseline runs) and
+`hil noise` (the bench's noise from its history).
 
-`hil gate` exits 0 when the gate passes, 1 on a regression, invalid or missing measurement, 2 on a user error.
+`hil gate` exits 0 when the gate passes, 1 on a regression, an invalid or missing figure or (policy fail) an
+INCONCLUSIVE one, 2 on a user error.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 from pathlib import Path
 
 from hil.errors import HilError
+from hil.gate import DEFAULT_TOLERANCES
+from hil.gate.decide import DEFAULT_ALPHA, DEFAULT_MISS, DEFAULT_WINDOW, POLICIES
 from hil.metrics import METRICS, metric
 from hil.results import DEFAULT_RESULTS_DB, ResultsStore
 
@@ -35,19 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     g = subparsers.add_parser(
         "gate",
-        help="compare a run with a baseline run; exit 1 on a regression beyond tolerance",
-        description="Print every metric of every variant with its change from the baseline. Exit status: "
-        "0 pass, 1 regression beyond tolerance or invalid/missing measurement, 2 usage error.",
+        help="judge a run against a window of baseline runs: change with interval, verdict per figure",
+        description="Estimate each variant's and metric's change against the last runs of the base branch, "
+        "with intervals, and decide over the whole matrix: ok, improved, REGRESSION or INCONCLUSIVE "
+        "(re-measured with --remeasure, then --policy). Exit status: 0 pass, 1 fail, 2 usage error.",
     )
     g.add_argument(
         "--db", default=DEFAULT_RESULTS_DB, help=f"results database (default: {DEFAULT_RESULTS_DB})"
     )
-    g.add_argument(
-        "--baseline",
-        required=True,
-        metavar="REF",
-        help="baseline run: a run id, 'latest' or 'latest-main' (newest finished run on main)",
-    )
+    g.add_argument("--baseline", default="latest-main", metavar="REF",
+                   help="base branch (its last --baseline-window finished runs), 'latest-main' (main or master; "
+                        "default) or run ids such as 31-40")
+    g.add_argument("--baseline-window", type=int, default=DEFAULT_WINDOW, metavar="K",
+                   help="baseline runs to estimate from (default: %(default)s; at least 3)")
     g.add_argument("--run", default="latest", metavar="REF", help="run to check (default: latest)")
     g.add_argument(
         "--tolerance",
@@ -55,11 +59,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="extend",
         default=[],
         metavar="METRIC=TOL",
-        help="e.g. energy_mj=5%% latency_ms=5%% accuracy=0.5pp arena_kb=2 (relative %%, "
-        "percentage points, or absolute in the metric's unit)",
+        help="the smallest regression to catch, e.g. energy_mj=5%% accuracy=0.5pp arena_kb=2 (relative %%, "
+        f"percentage points, or absolute in the metric's unit; default: {' '.join(DEFAULT_TOLERANCES)})",
     )
-    g.add_argument("--json", default=None, metavar="PATH", help="also write the comparison as JSON")
+    g.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="chance that a merge which changed nothing gets any REGRESSION (default: %(default)s)")
+    g.add_argument("--miss", type=float, default=DEFAULT_MISS,
+                   help="chance that one figure's regression of exactly its tolerance passes (default: %(default)s)")
+    g.add_argument("--remeasure", type=int, default=0, metavar="N",
+                   help="re-measure INCONCLUSIVE variants as up to N new sessions on the run's bench (default: 0)")
+    g.add_argument("--policy", choices=POLICIES, default="fail",
+                   help="what INCONCLUSIVE figures left at the end do: fail the gate, warn, or pass (default: fail)")
+    g.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    g.add_argument("--markdown", default=None, metavar="PATH", help="also write a Markdown summary (PR comment)")
     g.set_defaults(func=run_gate)
+
+    n = subparsers.add_parser(
+        "noise",
+        help="estimate the bench's noise per variant and metric from the history, to set tolerances",
+        description="Within-run (trial to trial) and between-run coefficients of variation of every figure of "
+        "the last runs of a branch, the part a whole run shares, and the smallest change `hil gate` resolves "
+        "with 1, 2 or 3 sessions.",
+    )
+    n.add_argument("--db", default=DEFAULT_RESULTS_DB, help=f"results database (default: {DEFAULT_RESULTS_DB})")
+    n.add_argument("--branch", default="main", help="branch whose runs to use (default: %(default)s)")
+    n.add_argument("--metric", nargs="+", default=None, help="only these metrics (default: every budgeted one)")
+    n.add_argument("--last", type=int, default=30, metavar="N", help="newest N runs (0 = all; default 30)")
+    n.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
+    n.set_defaults(func=run_noise)
 
 
 def _cell(value: float | None, valid: bool) -> str:
@@ -141,14 +168,38 @@ def _runs_table(store: ResultsStore, runs: list) -> str:
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    """Compare, print the table, and return 1 when the gate fails."""
+    """Judge, re-measure what is unsure if asked, print the table, write JSON/Markdown; 1 when the gate fails."""
+    from hil.campaign import remeasurer
     from hil.gate import compare, parse_tolerances
 
-    tolerances = parse_tolerances(args.tolerance)
+    tolerances = parse_tolerances(args.tolerance or list(DEFAULT_TOLERANCES))
+    if args.remeasure < 0:
+        raise HilError(f"--remeasure {args.remeasure}: must be 0 or more sessions")
     store = ResultsStore(args.db, create=False)
-    result = compare(store, args.run, args.baseline, tolerances)
+    measure = remeasurer(store, args.run, progress=lambda line: print(f"  {line}")) if args.remeasure else None
+    result = compare(store, args.run, args.baseline, tolerances, window=args.baseline_window, alpha=args.alpha,
+                     miss=args.miss, policy=args.policy, remeasure=args.remeasure, measure=measure, progress=print)
     print(result.table())
+    for path, text in ((args.json, lambda: json.dumps(result.to_dict(), indent=2, default=str) + "\n"),
+                       (args.markdown, result.markdown)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text())
+    return 1 if result.failed else 0
+
+
+def run_noise(args: argparse.Namespace) -> int:
+    """Print the noise table (and JSON)."""
+    from dataclasses import asdict
+
+    from hil.gate.noise import estimate, table
+
+    for m in args.metric or []:
+        metric(m)
+    store = ResultsStore(args.db, create=False)
+    rows = estimate(store, branch=args.branch, metrics=args.metric, last=args.last)
+    print(table(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    return 1 if result.failed else 0
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    return 0

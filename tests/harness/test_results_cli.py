@@ -17,17 +17,17 @@ VARIANTS = {"baseline-int8": (16.37, 22.59, 99.24), "distilled-int8": (4.447, 6.
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    """Three main-branch runs; in the third, distilled-int8 is 10 % slower and baseline-float16 is invalid."""
+    """Five main-branch runs; in the fifth, distilled-int8 is 10 % slower and baseline-float16 is invalid."""
     path = tmp_path / "reports" / "results.sqlite"
     with ResultsStore(path) as store:
-        for k in range(3):
+        for k in range(5):
             run = store.start_run(bench="bench.yaml", simulated=True, git_commit=f"{k}" * 40, git_branch="main")
             for variant, (latency, energy, accuracy) in VARIANTS.items():
-                slow = 1.10 if (k == 2 and variant == "distilled-int8") else 1.0
+                slow = 1.10 if (k == 4 and variant == "distilled-int8") else 1.0
                 store.record(run, variant, "latency_ms", latency * slow)
                 store.record(run, variant, "energy_mj", energy)
-                store.record(run, variant, "accuracy", accuracy - 0.1 * k)
-            if k == 2:
+                store.record(run, variant, "accuracy", accuracy)
+            if k == 4:
                 store.record(run, "baseline-float16", "latency_ms", None, valid=False, reason="E_MODEL: float16")
             store.finish_run(run, "passed")
     return path
@@ -56,8 +56,8 @@ def test_history_runs_lists_status_and_counts(db: Path, capsys: pytest.CaptureFi
         "measurements",
         "invalid",
     ]
-    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
-    assert lines[3].split()[-2:] == ["7", "1"] and "passed" in lines[3] and "22222222" in lines[3]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "4", "5"]
+    assert lines[5].split()[-2:] == ["7", "1"] and "passed" in lines[5] and "44444444" in lines[5]
 
 
 def test_history_of_one_metric_has_a_column_per_variant(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,8 +65,8 @@ def test_history_of_one_metric_has_a_column_per_variant(db: Path, capsys: pytest
     assert code == 0
     header, *rows = out.splitlines()
     assert "baseline-int8" in header and "distilled-int8" in header and "baseline-float16" in header
-    assert len(rows) == 3 and all(" sim " in f" {r} " for r in rows)
-    assert rows[2].split()[-3:] == ["16.37", "4.892", "INVALID"]
+    assert len(rows) == 5 and all(" sim " in f" {r} " for r in rows)
+    assert rows[4].split()[-3:] == ["16.37", "4.892", "INVALID"]
 
 
 def test_history_of_one_variant_and_metric_shows_the_change(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,7 +74,7 @@ def test_history_of_one_variant_and_metric_shows_the_change(db: Path, capsys: py
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split()[-3:] == ["(ms)", "change", "%"]
-    assert rows[1].split()[-1] in ("+0.00", "-0.00") and rows[2].split()[-1] == "+10.00"
+    assert rows[3].split()[-1] in ("+0.00", "-0.00") and rows[4].split()[-1] == "+10.00"
 
 
 def test_history_without_filters_has_a_row_per_run_and_variant(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,7 +82,7 @@ def test_history_without_filters_has_a_row_per_run_and_variant(db: Path, capsys:
     assert code == 0
     header, *rows = out.splitlines()
     assert "latency_ms (ms)" in header and "energy_mj (mJ)" in header and "accuracy (%)" in header
-    assert [r.split()[0] for r in rows] == ["2", "2", "3", "3", "3"]
+    assert [r.split()[0] for r in rows] == ["4", "4", "5", "5", "5"]
 
 
 def test_gate_passes_between_identical_runs(db: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -93,9 +93,9 @@ def test_gate_passes_between_identical_runs(db: Path, capsys: pytest.CaptureFixt
         "--db",
         str(db),
         "--run",
-        "2",
+        "4",
         "--baseline",
-        "1",
+        "1-3",
         "--tolerance",
         "energy_mj=5%",
         "latency_ms=5%",
@@ -105,9 +105,9 @@ def test_gate_passes_between_identical_runs(db: Path, capsys: pytest.CaptureFixt
         str(out_json),
     )
     assert (code, err) == (0, "")
-    assert "gate passed: 6 figures compared" in out and "REGRESSION" not in out
+    assert "gate passed: 6 figures, 1 session(s)" in out and "REGRESSION" not in out
     data = json.loads(out_json.read_text())
-    assert data["failed"] is False and data["baseline"]["id"] == 1 and data["run"]["id"] == 2
+    assert data["failed"] is False and data["window"] == [1, 2, 3] and data["run"]["id"] == 4
 
 
 def test_gate_fails_on_regression_and_invalid(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,7 +124,7 @@ def test_gate_fails_on_regression_and_invalid(db: Path, capsys: pytest.CaptureFi
         "accuracy=0.5pp",
     )
     assert code == 1
-    assert "baseline 2:" in out and "run      3:" in out
+    assert "baseline 4 run(s) 1..4 on main" in out and "run      5:" in out
     regression = next(x for x in out.splitlines() if "REGRESSION" in x)
     assert regression.split()[:2] == ["distilled-int8", "latency_ms"]
     invalid = next(x for x in out.splitlines() if "INVALID" in x)
@@ -137,8 +137,9 @@ def test_gate_fails_on_regression_and_invalid(db: Path, capsys: pytest.CaptureFi
     [
         (["gate", "--baseline", "1", "--tolerance", "energy_mj=lots"], "bad tolerance 'energy_mj=lots'"),
         (["gate", "--baseline", "42"], "no run 42"),
-        (["gate", "--baseline", "yesterday"], "unknown run reference 'yesterday'"),
-        (["gate", "--baseline", "3", "--run", "3"], "same run (3)"),
+        (["gate", "--baseline", "yesterday"], "no finished run on branch yesterday before run 5"),
+        (["gate", "--baseline", "3", "--run", "3"], "run 3 is the run being gated"),
+        (["gate", "--baseline", "1-4", "--alpha", "2"], "--alpha 2.0: the false-alarm rate per merge"),
         (["history", "--metric", "speed"], "unknown metric 'speed'"),
         (["history", "--last", "-1"], "--last -1"),
     ],
@@ -167,8 +168,8 @@ def test_installed_command_exit_codes_without_traceback(db: Path, tmp_path: Path
             [sys.executable, "-m", "hil.cli", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=60
         )
 
-    passed = hil("gate", "--db", str(db), "--run", "2", "--baseline", "1", "--tolerance", "latency_ms=5%")
-    failed = hil("gate", "--db", str(db), "--baseline", "2", "--tolerance", "latency_ms=5%")
+    passed = hil("gate", "--db", str(db), "--run", "4", "--baseline", "1-3", "--tolerance", "latency_ms=5%")
+    failed = hil("gate", "--db", str(db), "--baseline", "2-4", "--tolerance", "latency_ms=5%")
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"\x00garbage" * 512)
     broken = hil("gate", "--db", str(junk), "--baseline", "1")
