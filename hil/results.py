@@ -513,11 +513,13 @@ class ResultsStore:
         return out
 
     def history(self, variant: str | None = None, metric: str | None = None) -> pd.DataFrame:
-        """Long table of measurements with their run (one row per run, variant, metric), oldest first."""
+        """Long table of measurements with their run (one row per run, variant, metric), oldest first;
+        `remeasure_of` names the run a gate re-measurement belongs to (None for an ordinary run)."""
         import pandas as pd
 
         sql = (
             "SELECT r.id AS run_id, r.started_at, r.git_commit, r.git_branch, r.bench, r.simulated, r.status,"
+            " json_extract(r.flags, '$.remeasure_of') AS remeasure_of,"
             " m.variant, m.metric, m.value, m.unit, m.valid, m.reason, m.trials, m.spread"
             " FROM measurements m JOIN runs r ON r.id = m.run_id WHERE 1 = 1"
         )
@@ -537,6 +539,7 @@ class ResultsStore:
             "bench",
             "simulated",
             "status",
+            "remeasure_of",
             "variant",
             "metric",
             "value",
