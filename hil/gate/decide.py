@@ -96,7 +96,9 @@ def judge(baseline: list[Session], candidate: list[Session], tolerances: dict, *
             continue
         variants = sorted({v for s in base for v in s} | {v for s in cand for v in s})
         noise = window_noise(session_matrix(base, variants, scale), cancel_shared=cancel_shared)
-        noisy = noise.total_sd > 0
+        # noisy: the window's runs differ, or any session's trials do (a window of one run shows no spread)
+        noisy = noise.total_sd > 0 or any(len(set(x)) > 1 for s in [*baseline, *candidate]
+                                          for (_v, m), x in s.values.items() if m == metric)
         family += rows_in_family(noisy, len(variants), noise.shared)
         per_metric[metric] = (scale, base, cand, noise, noisy)
     alpha_row = alpha / max(family, 1) / max(looks, 1)

@@ -214,3 +214,42 @@ def unit(name: str, measurement: Any = None) -> str:
     if measurement is not None and getattr(measurement, "unit", None):
         return str(measurement.unit)
     return METRICS[name].unit if name in METRICS else ""
+
+
+TREND_RUNS = 20  # runs shown in the trend plots
+TREND_METRICS = ("energy_mj", "latency_ms")  # plotted when the report is given no gate tolerances
+
+
+@dataclass
+class Trend:
+    """The last runs of the report's branch and bench kind (up to the run itself) and their change points."""
+
+    history: pd.DataFrame  # valid figures of those runs, oldest first (a ResultsStore.history() frame)
+    run_ids: list[int]
+    branch: str | None
+    metrics: list[str]
+    changes: list[Any] = field(default_factory=list)  # hil.gate.changepoints.ChangePoint
+    note: str = ""  # why no change points could be computed, if so
+
+
+def load_trend(store: Any, run: Any, metrics: list[str], last: int = TREND_RUNS) -> Trend:
+    """Figures of `metrics` over the newest `last` runs of `run`'s branch and bench kind up to `run`.
+
+    Later runs are left out, so the report of an old run does not change; change points come from
+    `hil.gate.changepoints.detect` on the same runs and metrics (as `hil changes --last N --metric ...`)."""
+    from hil.errors import HilError
+    from hil.gate.changepoints import detect, select_runs
+
+    df = store.history()
+    same = (df["git_branch"] == run.git_branch) if run.git_branch is not None else df["git_branch"].isna()
+    df = df[same & (df["simulated"].astype(bool) == bool(run.simulated)) & (df["run_id"] <= run.id)]
+    df = select_runs(df[df["metric"].isin(metrics)], branch=run.git_branch, simulated=bool(run.simulated),
+                     last=last)
+    run_ids = sorted(int(r) for r in df["run_id"].unique())
+    shown = [m for m in metrics if (df["metric"] == m).any()]
+    trend = Trend(df, run_ids, run.git_branch, shown)
+    try:
+        trend.changes = detect(df, branch=run.git_branch, simulated=bool(run.simulated), metrics=shown)
+    except HilError as exc:
+        trend.note = f"No change points: {exc}."
+    return trend

@@ -190,3 +190,71 @@ def pareto(rows: list[tuple[str, float, float]], out: Path, *, chosen: str | Non
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def trend(metric: str, unit: str, history: Any, run_ids: list[int], changes: list[Any], out: Path, *,
+          current_run: int, branch: str | None, simulated: bool) -> Path:
+    """One metric over the last runs: each variant in % of its own median, change points and this run marked.
+
+    Relative values put a 1 mJ and a 30 mJ variant on one scale, so a 5 % step shows whatever the variant;
+    the drift shared by all variants of a night is drawn once and taken out of the variants' lines, as
+    `hil.gate.changepoints` takes it out before testing."""
+    from hil.gate.changepoints import shared_drift
+
+    plt = _pyplot()
+    frame = history[history["metric"] == metric]
+    table = frame.pivot_table(index="run_id", columns="variant", values="value", aggfunc="last")
+    table = table.reindex(run_ids)
+    x = np.arange(len(run_ids))
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    values = table.to_numpy(float)
+    relative = bool(np.nanmin(values) > 0)
+    if relative:  # percent of each variant's median, the night drift shared by all variants taken out
+        logs = np.log(values)
+        drift = shared_drift(logs) if table.shape[1] >= 3 else np.zeros(len(run_ids))
+        shown = 100 * np.expm1(logs - drift[:, None] - np.nanmedian(logs, axis=0))
+        if drift.any():
+            ax.plot(x, 100 * np.expm1(drift), color="#555555", lw=2.2, ls="--", alpha=0.6, zorder=1,
+                    label="night drift (median of variants)")
+    else:
+        shown = values
+    colors = plt.get_cmap("tab20" if table.shape[1] > 10 else "tab10")
+    color_of = {}
+    for i, variant in enumerate(table.columns):
+        color_of[variant] = colors(i % colors.N)
+        ax.plot(x, shown[:, i], marker="o", ms=3, lw=1.1, color=color_of[variant], label=variant, zorder=2)
+    if current_run in run_ids:
+        here = run_ids.index(current_run)
+        ax.axvspan(here - 0.4, here + 0.4, color=WINDOW_COLOR, alpha=0.45, lw=0, zorder=0,
+                   label=f"this run ({current_run})")
+    for c in (c for c in changes if c.metric == metric and c.variant in color_of):
+        at = run_ids.index(c.run_id_after)
+        y = shown[at, list(table.columns).index(c.variant)]
+        style = "-" if c.confirmed else ":"
+        ax.axvline(at - 0.5, color=color_of[c.variant], lw=1.4, ls=style, zorder=1)
+        change = c.size_pct if math.isfinite(c.size_pct) else c.after - c.before
+        ax.plot([at], [y], marker="v" if change < 0 else "^", ms=11, color=color_of[c.variant],
+                markeredgecolor="black", zorder=4)
+        size = f"{c.size_pct:+.1f} %" if math.isfinite(c.size_pct) else f"{change:+.4g} {unit}".rstrip()
+        text = f"{c.variant} {size}" + ("" if c.confirmed else " (suspected)")
+        ax.annotate(text, (at - 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(-3, -3),
+                    textcoords="offset points", rotation=90, fontsize=7, ha="right", va="top")
+    step = max(1, len(run_ids) // 20)
+    ax.set_xticks(x[::step], [str(r) for r in run_ids[::step]], fontsize=8)
+    ax.set_xlim(-0.6, len(run_ids) - 0.4)
+    ax.set_xlabel(f"run (branch {branch or '–'}, oldest left)")
+    if relative:
+        ax.set_ylabel("% from the variant's median\n(night drift removed)")
+        ax.axhline(0, color="#888888", lw=0.6)
+    else:
+        ax.set_ylabel(f"{metric}{' (' + unit + ')' if unit else ''}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    sim = " — SIMULATED" if simulated else ""
+    ax.set_title(f"{metric}{' (' + unit + ')' if unit else ''} over the last {len(run_ids)} runs{sim}; "
+                 "change points marked (solid: confirmed, dotted: suspected)", fontsize=10,
+                 color="#b00020" if simulated else "black")
+    fig.subplots_adjust(left=0.09, right=0.80, bottom=0.13, top=0.90)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -203,9 +203,10 @@ def _looks_numeric(text: str) -> bool:
 
 
 def gate_failures_table(gate: Any, simulated: bool) -> Table:
-    """The rows that fail the gate (regression beyond tolerance, invalid, missing)."""
-    rows = [[r.variant, r.metric, number(r.baseline, r.unit), number(r.value, r.unit),
-             MISSING if r.change_pct is None else f"{r.change_pct:+.2f}", r.tolerance or MISSING, r.verdict,
-             r.reason or ""] for r in gate.failures]
-    headers = ["variant", "metric", "baseline", "this run", "change %", "tolerance", "verdict", "reason"]
-    return Table(f"Figures failing the gate{' (simulated)' if simulated else ''}", headers, rows)
+    """The gate's rows that are not plainly ok: failing, INCONCLUSIVE, improved, or the shared shift unresolved,
+    each with its change and interval (hil.gate.GateResult)."""
+    rows = [[r.variant if r.variant != "*" else "all (shared shift)", r.metric, number(r.baseline, r.unit),
+             number(r.value, r.unit), r.change_text(), r.tolerance or MISSING, r.verdict, r.reason or ""]
+            for r in gate.rows if r.verdict not in ("ok", "skipped")]
+    headers = ["variant", "metric", "baseline", "this run", "change [interval]", "tolerance", "verdict", "reason"]
+    return Table(f"Gate: figures not plainly ok{' (simulated)' if simulated else ''}", headers, rows)

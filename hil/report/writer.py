@@ -173,12 +173,58 @@ def _baseline(data: report_data.ReportData) -> list[Block]:
     if data.gate is None:
         return []
     gate = data.gate
-    blocks: list[Block] = [Heading(2, f"Comparison with baseline run {data.baseline}{_sim(data)}"),
-                           Paragraph(f"**{gate.summary()}** (as `hil gate` reports it).")]
-    if gate.failures:
+    w = gate.window
+    blocks: list[Block] = [Heading(2, f"Merge gate against {len(w)} baseline run(s){_sim(data)}"),
+                           Paragraph(f"**{gate.summary()}** (as `hil gate` reports it). Baseline: runs "
+                                     f"{w[0].id}–{w[-1].id} of branch `{w[-1].git_branch}`. Each change is shown "
+                                     "with its interval (percent for relative tolerances); a variant's change is "
+                                     "net of the shift its session shared with every variant, which has its own "
+                                     "row. Verdicts and their meaning: docs/results-and-gate.md.")]
+    if any(r.verdict not in ("ok", "skipped") for r in gate.rows):
         blocks.append(TableBlock(gate_failures_table(gate, data.simulated)))
-    blocks.append(Folded(f"every figure of run {data.run.id} against run {data.baseline} ({len(gate.rows)} rows)",
+    blocks.append(Folded(f"every figure of run {data.run.id} against the baseline window ({len(gate.rows)} rows)",
                          gate.table()))
+    return blocks
+
+
+def trend_metrics(tolerances: Any) -> list[str]:
+    """The gated metrics (tolerances as {metric: Tolerance} or tokens), else energy_mj and latency_ms."""
+    if isinstance(tolerances, dict) and tolerances:
+        return list(tolerances)
+    if isinstance(tolerances, list | tuple) and tolerances:
+        from hil.gate import parse_tolerances
+
+        return list(parse_tolerances(list(tolerances)))
+    return list(report_data.TREND_METRICS)
+
+
+def _trends(data: report_data.ReportData, store: Any, folder: Path, metrics: list[str], last: int) -> list[Block]:
+    """A plot per gated metric over the last runs of the branch and bench kind, change points marked."""
+    run = data.run
+    trend = report_data.load_trend(store, run, metrics, last)
+    kind = "simulated" if data.simulated else "real-hardware"
+    blocks: list[Block] = [Heading(2, f"Trends over the last {len(trend.run_ids)} runs{_sim(data)}")]
+    if len(trend.run_ids) < 2 or not trend.metrics:
+        return [*blocks, Paragraph(f"No trend: {len(trend.run_ids)} {kind} run(s) of branch "
+                                   f"`{run.git_branch or '–'}` with {', '.join(metrics)} up to run {run.id}.")]
+    blocks.append(Paragraph(
+        f"Runs {trend.run_ids[0]}–{trend.run_ids[-1]}: the {kind} runs of branch `{run.git_branch or '–'}` up to "
+        f"this run (highlighted). Each variant is drawn in percent of its own median over these runs. Change "
+        "points come from `hil changes` (binary segmentation, the drift shared by all variants of a night "
+        "cancelled): a solid line is a confirmed change, a dotted one a change in the newest run awaiting the "
+        "next."))
+    if trend.note:
+        blocks.append(Paragraph(trend.note))
+    for name in trend.metrics:
+        file = f"trend-{name}.png"
+        plots.trend(name, report_data.unit(name), trend.history, trend.run_ids, trend.changes, folder / file,
+                    current_run=run.id, branch=run.git_branch, simulated=data.simulated)
+        blocks.append(Image(file, f"{name} over runs {trend.run_ids[0]}–{trend.run_ids[-1]}, one line per "
+                                  f"variant, change points marked{_sim(data)}."))
+    if trend.changes:
+        blocks.append(Bullets([f"`{c.describe()}`" for c in trend.changes]))
+    elif not trend.note:
+        blocks.append(Paragraph(f"No change point in {', '.join(trend.metrics)} over these runs."))
     return blocks
 
 
@@ -265,16 +311,22 @@ def load_with_gate(store: Any, run: int | str, baseline: int | str | None, toler
 
 
 def write_report(store: Any, run: int | str = "latest", out_dir: str | Path = "reports/latest", *,
-                 baseline: int | str | None = None, tolerances: Any = None) -> Path:
-    """Write report.md, report.html, results.csv and the PNGs of `run` into `out_dir`; return its path."""
+                 baseline: int | str | None = None, tolerances: Any = None,
+                 trend_runs: int = report_data.TREND_RUNS) -> Path:
+    """Write report.md, report.html, results.csv and the PNGs of `run` into `out_dir`; return its path.
+
+    `trend_runs`: how many runs of the branch the trend plots show (0: no trends)."""
     data = load_with_gate(store, run, baseline, tolerances)
+    gated = trend_metrics(tolerances)
     final = Path(out_dir)
     if final.exists() and not final.is_dir():
         raise HilError(f"{final}: exists and is not a folder; choose another --out")
 
     def fill(folder: Path) -> None:
         blocks = [*_header(data, (final / "junit.xml").is_file()), *_results(data), *_ranking(data),
-                  *_pareto(data, folder), *_baseline(data), *_traces(data, folder), *_factory(data, folder)]
+                  *_pareto(data, folder), *_baseline(data),
+                  *(_trends(data, store, folder, gated, trend_runs) if trend_runs else []),
+                  *_traces(data, folder), *_factory(data, folder)]
         (folder / "report.md").write_text(to_markdown(blocks))
         title = f"HIL run {data.run.id}{_sim(data)}"
         (folder / "report.html").write_text(to_html(blocks, folder, title))

@@ -110,6 +110,23 @@ def test_a_shift_of_every_variant_is_its_own_row_and_no_variant_is_blamed(store:
     assert "Markdown" not in result.markdown() and "| all (shared shift) | energy_mj |" in result.markdown()
 
 
+def test_the_pull_request_markdown_renders_as_tables(store: ResultsStore) -> None:
+    """Rendered with GitHub-flavoured tables: the rows that are not ok, then every row, each cell in place."""
+    from markdown_it import MarkdownIt
+
+    window(store)
+    run = record_run(store, 7, branch="feature", change={("pruned-int8", "energy_mj"): 1.05})
+    result = compare(store, run, "main", parse_tolerances(TOLERANCES))
+    html = MarkdownIt("commonmark").enable("table").render(result.markdown())
+    assert html.count("<table>") == 2 and html.startswith("<h3>")
+    notable = html.split("<table>")[1]
+    cells = [row.split("<td>")[1:] for row in notable.split("<tr>")[2:]]
+    assert ["pruned-int8</td>", "energy_mj</td>"] == [c.strip() for c in cells[0][:2]]
+    assert all(len(row) == 7 for row in cells) and "<strong>REGRESSION</strong>" in notable
+    every = html.split("<table>")[2]
+    assert every.count("<tr>") == 1 + len(result.rows)
+
+
 def test_inconclusive_variants_are_remeasured_as_new_sessions_until_decided(store: ResultsStore) -> None:
     window(store)
     run = record_run(store, 21, branch="feature", change={("clustered-int8", "energy_mj"): 1.045})
@@ -165,6 +182,7 @@ def test_remeasured_sessions_of_other_runs_and_other_branches_are_not_baselines(
     ("setup", "expected"),
     [
         ("too_few", "2 baseline run(s) is too few to estimate the bench's noise"),
+        ("one_run", "1 baseline run(s) is too few to estimate the bench's noise"),  # its trials show noise
         ("real_baseline", "is simulated and baseline run"),
         ("other_settings", "was measured with trials 3, run"),
         ("fine_tolerance", "energy_mj=0.5%: smaller than this bench's noise can resolve"),
@@ -176,6 +194,8 @@ def test_bad_baselines_and_tolerances_are_one_clear_error_and_no_verdict(store: 
     tol, ref = TOLERANCES, "main"
     if setup == "too_few":
         window(store, 2)
+    elif setup == "one_run":
+        window(store, 1)
     elif setup == "real_baseline":
         window(store, 4, simulated=False)
     elif setup == "other_settings":

@@ -260,11 +260,14 @@ def test_baseline_comparison_shows_the_gate_table(bench_db, tmp_path: Path) -> N
         out = write_report(store, runs["slower"], tmp_path / "cmp", baseline=runs["sim"],
                            tolerances=["latency_ms=5%", "energy_mj=5%"])
     md = (out / "report.md").read_text()
-    section = md.split(f"## Comparison with baseline run {runs['sim']}")[1].split("\n## ")[0]
-    assert "**gate FAILED: 2 REGRESSION of" in section
+    section = md.split("## Merge gate against 1 baseline run(s)")[1].split("\n## ")[0]
+    assert "**gate FAILED: 2 REGRESSION of" in section and f"Baseline: runs {runs['sim']}–{runs['sim']}" in section
     failing = [line for line in section.splitlines() if line.startswith("| ") and "REGRESSION" in line]
     assert [line.split(" | ")[:2] for line in failing] == [[f"| {slow_variant}", "latency_ms"],
                                                           [f"| {slow_variant}", "energy_mj"]]
+    for line in failing:  # one run on each side has no noise estimate beyond exactness: a point interval
+        change, low, high = re.search(r"\| ([+-][\d.]+) % \[([+-][\d.]+), ([+-][\d.]+)\] \|", line).groups()
+        assert float(change) > 30 and change.lstrip("+") == low.lstrip("+") == high.lstrip("+"), line
     assert "<details><summary>every figure of run" in section
 
 
