@@ -106,6 +106,8 @@ def _merge(args: tuple) -> tuple[bool, bool, int, bool, bool]:
     if design == "last-run":  # the gate before: the last baseline's medians against the candidate's
         regress = []
         for (v, m), x in first.values.items():
+            if m not in tol:
+                continue
             b = np.median(base[-1].values[(v, m)])
             c = np.median(x)
             t = tol[m]

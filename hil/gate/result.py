@@ -58,7 +58,7 @@ class GateRow:
         if self.low is None or self.high is None:
             return f"{x:+.3g} {self.interval_unit}".rstrip()
         u = f" {self.interval_unit}" if self.interval_unit else ""
-        return f"{x + 0.0:+.2f}{u} [{self.low + 0.0:+.2f}, {self.high + 0.0:+.2f}]"
+        return f"{_r(x):+.2f}{u} [{_r(self.low):+.2f}, {_r(self.high):+.2f}]"
 
 
 @dataclass
@@ -111,10 +111,15 @@ class GateResult:
             lines.append(f"sessions {', '.join(map(str, self.sessions))} (the run and its re-measurements)")
         lines.append(f"baseline {len(w)} run(s) {w[0].id}..{w[-1].id} on {w[-1].git_branch}, commits "
                      f"{w[0].git_commit[:10]}..{w[-1].git_commit[:10]}{' [simulated]' if w[-1].simulated else ''}")
+        exact = [m for m, n in self.noise.items() if not n["total"]]
         for m, n in self.noise.items():
+            if m in exact:
+                continue
             lines.append(f"noise    {m}: {n['between']:.2g} % between sessions per variant, net of a "
                          f"{n['shared']:.2g} % shift shared by each session" if n.get("shared_removed") else
                          f"noise    {m}: {n['total']:.2g} % between sessions")
+        if exact:
+            lines.append(f"exact    {', '.join(exact)}: no spread between the baseline runs, compared exactly")
         lines.append(f"errors   a merge that changed nothing fails with probability <= {self.alpha:g} (the better "
                      "ends of the intervals hold together); a regression of one figure's tolerance passes with "
                      f"probability <= {self.miss:g}")
@@ -172,6 +177,11 @@ class GateResult:
             "notes": list(self.notes),
             "rows": [{**asdict(r), "failed": r in self.failures} for r in self.rows],
         }
+
+
+def _r(x: float) -> float:
+    """Rounded for print, without a sign on zero (-0.001 prints as +0.00, not -0.00)."""
+    return round(x, 2) + 0.0
 
 
 def _md_row(r: GateRow) -> str:

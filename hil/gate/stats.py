@@ -30,6 +30,7 @@ SHIFT = "*"  # the row of the shift shared by every variant of a session
 MIN_SHARED = 4  # variants a session needs for its shared shift to be estimated and removed
 MIN_SESSIONS = 3  # baseline sessions needed to estimate the between-session noise at all
 MEDIAN_VAR = math.pi / 2  # variance of a median relative to a mean, for normal errors
+EXACT = 1e-12  # relative differences below this are floating-point rounding, not noise
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def window_noise(y: np.ndarray, *, cancel_shared: bool = True) -> WindowNoise:
         (present.sum(axis=1) >= MIN_SHARED).all())
     mu0 = np.nanmean(y, axis=0)
     dev = y - mu0
+    dev[np.abs(dev) <= EXACT * np.maximum(np.abs(y), 1.0)] = 0.0  # rounding of a mean of equal values
     total_df = max(n - v, 1)
     total_sd = float(math.sqrt(np.nansum(dev**2) / total_df))
     if shared:
