@@ -185,6 +185,8 @@ def test_remeasured_sessions_of_other_runs_and_other_branches_are_not_baselines(
         ("one_run", "1 baseline run(s) is too few to estimate the bench's noise"),  # its trials show noise
         ("real_baseline", "is simulated and baseline run"),
         ("other_settings", "was measured with trials 3, run"),
+        ("other_bench", "was measured on bench lab-b.yaml, run"),
+        ("other_firmware", "ran firmware other-fw, run"),
         ("fine_tolerance", "energy_mj=0.5%: smaller than this bench's noise can resolve"),
         ("no_branch", "no finished run on branch nightly"),
     ],
@@ -200,6 +202,12 @@ def test_bad_baselines_and_tolerances_are_one_clear_error_and_no_verdict(store: 
         window(store, 4, simulated=False)
     elif setup == "other_settings":
         window(store, 4, trials=3)
+    elif setup in ("other_bench", "other_firmware"):
+        for run_id in window(store, 4):
+            if setup == "other_bench":
+                store._conn.execute("UPDATE runs SET bench = 'lab-b.yaml' WHERE id = ?", (run_id,))
+            else:
+                store.update_meta(run_id, firmware="other-fw 1.0")
     else:
         window(store, 10)
     if setup == "fine_tolerance":
@@ -207,9 +215,43 @@ def test_bad_baselines_and_tolerances_are_one_clear_error_and_no_verdict(store: 
     if setup == "no_branch":
         ref = "nightly"
     run = record_run(store, 1, branch="feature")
+    store.update_meta(run, firmware="tinyml-hil-bench 0.2.0")
     with pytest.raises(HilError) as exc:
         compare(store, run, ref, parse_tolerances(tol))
     assert expected in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_hil_gate_writes_no_verdict_when_it_refuses(store: ResultsStore, tmp_path: Path, capsys) -> None:
+    from hil.cli import main
+
+    window(store, 2)
+    record_run(store, 1, branch="feature")
+    out = tmp_path / "gate.json"
+    md = tmp_path / "gate.md"
+    code = main(["gate", "--db", str(store.path), "--baseline", "main", "--json", str(out), "--markdown", str(md)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hil: error: ") and err.count("\n") == 1
+    assert not out.exists() and not md.exists()
+
+
+def test_hil_noise_estimates_the_benchs_noise_from_its_history(store: ResultsStore, capsys) -> None:
+    """Twenty sessions drawn with 2 % between sessions (75 % shared) and 0.3 % per trial: the estimate finds them."""
+    from hil.cli import main
+    from hil.gate.noise import estimate
+
+    window(store, 20)
+    rows = {(r.variant, r.metric): r for r in estimate(store, branch="main", metrics=["energy_mj", "arena_kb"])}
+    pooled = rows[("*", "energy_mj")]
+    assert pooled.runs == 20 and pooled.between_pct == pytest.approx(2.0, rel=0.3)
+    assert pooled.shared_pct == pytest.approx(100 * NOISE.shared_sd, rel=0.4)
+    assert pooled.net_pct == pytest.approx(100 * NOISE.variant_sd, rel=0.3)
+    assert rows[("qat-int8", "energy_mj")].within_pct == pytest.approx(0.3, rel=0.3)
+    assert rows[("*", "arena_kb")].between_pct == 0.0
+    one, two, three = pooled.resolvable_pct
+    assert one > two > three > 0
+    assert main(["noise", "--db", str(store.path), "--metric", "energy_mj"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:3] == ["metric", "variant", "runs"] and "all (pooled)" in out
 
 
 def test_a_database_without_trials_counts_each_figure_as_one_value(store: ResultsStore) -> None:
