@@ -14,9 +14,9 @@ from typing import Any
 
 from hil.errors import HilError
 from hil.gate import FAILING, Tolerance
-from hil.gate.decide import DEFAULT_ALPHA, DEFAULT_MISS, DEFAULT_WINDOW, POLICIES, Judgement, Session, gate_loop
+from hil.gate.decide import DEFAULT_ALPHA, DEFAULT_MISS, DEFAULT_WINDOW, POLICIES, Session, gate_loop
 from hil.gate.stats import SHIFT
-from hil.gate.window import baseline_window, candidate_sessions
+from hil.gate.window import baseline_window, candidate_sessions, remeasure_of
 from hil.metrics import METRICS
 from hil.results import ResultsStore, Run
 
@@ -258,6 +258,8 @@ def compare(store: ResultsStore, run: int | str, baseline: int | str, tolerances
     if not 0 < miss < 0.5:
         raise HilError(f"--miss {miss}: the miss rate per figure must be between 0 and 0.5")
     cand = store.run(store.resolve(run))
+    if remeasure_of(cand) is not None:  # a re-measurement session: judge the run it belongs to
+        cand = store.run(remeasure_of(cand))
     runs = baseline_window(store, str(baseline), cand, window=window)
     sessions = [r.id for r in candidate_sessions(store, cand)]
     unscored, drop = _unscored_rows(store, runs, sessions, tolerances)
@@ -269,8 +271,7 @@ def compare(store: ResultsStore, run: int | str, baseline: int | str, tolerances
 
     base = [load(r.id) for r in runs]
     cands = [load(i) for i in sessions]
-    first = Session({k: v for s in cands[:1] for k, v in s.values.items()}, sessions[0])
-    judged: Judgement
+    first = cands[0]
 
     def measure_session(variants: list[str]) -> Session:
         new_id = measure(variants)  # type: ignore[misc]

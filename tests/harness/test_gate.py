@@ -144,9 +144,10 @@ def test_inconclusive_variants_are_remeasured_as_new_sessions_until_decided(stor
     assert asked and set(asked[0]) >= unsure and len(asked[0]) >= 6  # the unsure ones, plus anchors
     assert result.sessions == [run, *range(run + 1, run + 1 + len(asked))]
     assert verdicts(result)[("clustered-int8", "energy_mj")] == "REGRESSION", result.table()
-    # the re-measurements belong to the run: never a baseline, and found again by a later look
-    again = compare(store, run, "main", tol)
-    assert again.sessions == result.sessions and len(again.window) == 10
+    # the re-measurements belong to the run: never a baseline, and found again by a later look, also when the
+    # newest run (`--run latest`) is one of them
+    again = compare(store, "latest", "main", tol)
+    assert again.run.id == run and again.sessions == result.sessions and len(again.window) == 10
 
 
 @pytest.mark.parametrize(("policy", "failed"), [("fail", True), ("warn", False), ("pass", False)])
