@@ -15,7 +15,7 @@ which changed nothing gets any REGRESSION is at most `alpha`. Its "worse" end bo
 the chance that a regression of exactly the tolerance passes as ok is at most `miss` (split over looks).
 Verdicts compare the interval of the worsening with 0 and the tolerance: REGRESSION (lo > 0 and
 hi >= tol), ok (hi < tol), INCONCLUSIVE (lo <= 0 < tol <= hi); improved when the improvement is as sure as a
-REGRESSION must be (the worsening plus the better end's width is below 0).
+REGRESSION must be and larger than a tenth of the tolerance.
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ def _row(variant: str, change: float, se: float, df: float, scale: Scale, alpha_
     worse = scale.sign * change
     lo, hi = worse - to_better, worse + to_worse
     ends = sorted((scale.sign * lo, scale.sign * hi))
-    better = worse + to_better < 0  # as sure of the improvement as a REGRESSION must be of the worsening
+    # as sure of the improvement as a REGRESSION must be of the worsening, and by more than a tenth of the
+    # tolerance (an exact figure moving in its last digits is not an improvement worth a verdict)
+    better = worse + to_better < -scale.tol / 10
     return Estimate(variant, change, ends[0], ends[1], se, df, verdict=_verdict(lo, hi, scale.tol, better), **kw)
 
 

@@ -60,6 +60,7 @@ def test_ten_baselines_then_unchanged_candidates_and_an_injected_regression(lab:
         for _ in range(5):
             cand = session(lab, "feature", monkeypatch)
             result = compare(store, cand, "main", tol)
+            print(result.summary())  # shown with pytest -s
             assert not [r for r in result.rows if r.verdict == "REGRESSION"], result.table()
             assert [r.id for r in result.window] == base
 
@@ -67,6 +68,7 @@ def test_ten_baselines_then_unchanged_candidates_and_an_injected_regression(lab:
         assert store.run(cand).meta["inject"] == [{"variant": "pruned-int8", "kind": "energy", "factor": 1.05}]
         result = compare(store, cand, "main", tol, remeasure=2,
                          measure=remeasurer(store, cand, progress=lambda _: None))
+        print(result.table())
         bad = {(r.variant, r.metric) for r in result.rows if r.verdict == "REGRESSION"}
         assert ("pruned-int8", "energy_mj") in bad, result.table()
         assert {v for v, _ in bad} == {"pruned-int8"} and SHIFT not in {v for v, _ in bad}
