@@ -89,7 +89,9 @@ def test_five_percent_more_energy_on_one_variant_is_a_regression_of_that_variant
 def test_exact_figures_are_compared_exactly_in_their_own_unit(store: ResultsStore) -> None:
     window(store, 4)
     run = record_run(store, 3, branch="feature", change={("qat-int8", "arena_kb"): 1.2,
-                                                         ("distilled-int8", "accuracy"): 0.99})
+                                                         ("distilled-int8", "accuracy"): 0.99,
+                                                         ("clustered-int8", "arena_kb"): 0.8,
+                                                         ("pruned-int8", "arena_kb"): 1 - 1e-9})
     result = compare(store, run, "main", parse_tolerances(TOLERANCES))
     v = verdicts(result)
     assert v[("qat-int8", "arena_kb")] == "REGRESSION" and v[("distilled-int8", "accuracy")] == "REGRESSION"
@@ -97,6 +99,7 @@ def test_exact_figures_are_compared_exactly_in_their_own_unit(store: ResultsStor
     assert arena.interval_unit == "KB" and not arena.relative
     assert arena.low == arena.high == pytest.approx(0.2 * (20 + 10))
     assert v[("baseline-int8", "arena_kb")] == "ok"
+    assert v[("clustered-int8", "arena_kb")] == "improved" and v[("pruned-int8", "arena_kb")] == "ok"
 
 
 def test_a_shift_of_every_variant_is_its_own_row_and_no_variant_is_blamed(store: ResultsStore) -> None:
