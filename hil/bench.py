@@ -21,6 +21,10 @@ VIRTUAL = "virtual"
 QEMU = "qemu"  # `port: qemu`: the firmware's STM32F405 port emulated in qemu-system-arm (hil/qemu.py)
 #: Highest CPU clock of each chip (datasheets); a board's default `cpu_mhz`.
 CHIP_MAX_MHZ = {"esp32": 240, "esp32s2": 240, "esp32s3": 240, "esp32c3": 160, "esp32c6": 160, "stm32f405": 168}
+#: On-chip SRAM of each chip (datasheets; STM32F405: 128 KB SRAM + 64 KB CCM): the firmware allocates the
+#: tensor arena there (firmware/main/Kconfig.projbuild, HIL_ARENA_INTERNAL), so no arena can be larger.
+CHIP_RAM_BYTES = {"esp32": 520 * 1024, "esp32s2": 320 * 1024, "esp32s3": 512 * 1024, "esp32c3": 400 * 1024,
+                  "esp32c6": 512 * 1024, "stm32f405": 192 * 1024}
 DEFAULT_BENCH_FILE = "bench.yaml"
 
 
@@ -107,6 +111,12 @@ class BoardConfig(_Strict):
             self.cpu_mhz = CHIP_MAX_MHZ[self.chip]
         elif self.cpu_mhz > CHIP_MAX_MHZ[self.chip]:
             raise ValueError(f"cpu_mhz {self.cpu_mhz} is above the {self.chip}'s {CHIP_MAX_MHZ[self.chip]} MHz")
+        ram = CHIP_RAM_BYTES[self.chip]
+        if "arena_bytes" not in self.model_fields_set:
+            self.arena_bytes = min(self.arena_bytes, ram)  # the default arena, within a small chip's RAM
+        elif self.arena_bytes > ram:
+            raise ValueError(f"arena_bytes {self.arena_bytes} is larger than the {self.chip}'s {ram} bytes of "
+                             "RAM; set it to the firmware's tensor arena (the factory's arena_bytes plus a margin)")
         return self
 
     @property
@@ -466,6 +476,7 @@ def parse_bench(data: dict[str, Any] | None, source: str = DEFAULT_BENCH_FILE) -
 def load_bench(path: str | Path = DEFAULT_BENCH_FILE) -> BenchConfig:
     """Read and validate a bench file."""
     data = read_yaml_mapping(
-        path, what="bench file", hint="pass --bench PATH or create it (see bench.yaml)", error=HilError
+        path, what="bench file", hint="pass --bench PATH or create it (see bench.yaml)", error=HilError,
+        allow_empty=False,  # an empty or truncated file must not pass as the default virtual bench
     )
     return parse_bench(data, str(path))

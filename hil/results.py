@@ -34,6 +34,9 @@ MAIN_BRANCHES = ("main", "master")
 # invalid, but the gate does not fail on it while the baseline was skipped too.
 SKIPPED_PREFIX = "skipped: "
 BUSY_TIMEOUT_MS = 30_000
+# Each table and the schema version that added it: a file of that version or newer without it is damaged.
+_TABLES = {"runs": 1, "measurements": 1, "artifacts": 1, "variants": 2, "outcomes": 2, "trials": 3}
+_DAMAGED_HINT = "restore it from a backup or pass another --results-db/--db path"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -171,6 +174,12 @@ class Artifact:
     path: Path
 
 
+def crashed(meta: dict[str, Any]) -> bool:
+    """A run that a process ended in an unexpected error (hil.campaign's `crashes_*` meta): it never passes and is
+    never a baseline, whatever its tests said."""
+    return any(key.startswith("crashes_") and value for key, value in meta.items())
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -217,17 +226,24 @@ def _alive(pid: int, start: str | None) -> bool:
 
 
 class ResultsStore:
-    """The results database at `path` (created with its parent folders unless `create` is False)."""
+    """The results database at `path` (created with its parent folders unless `create` is False).
 
-    def __init__(self, path: str | Path = DEFAULT_RESULTS_DB, *, create: bool = True) -> None:
+    `readonly=True` (the read commands: report, history, gate, noise, changes) opens an existing file read-only:
+    nothing is created, upgraded or marked, and a file without the schema is an error, not a new database."""
+
+    def __init__(self, path: str | Path = DEFAULT_RESULTS_DB, *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        self.readonly = readonly
+        if (readonly or not create) and not self.path.is_file():
             raise HilError(f"{self.path}: no results database; run `pytest -m hil` first or pass --db PATH")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        target = f"{self.path.resolve().as_uri()}?mode=ro" if readonly else self.path
         try:
             self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+                target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
+                uri=readonly,
             )
         except sqlite3.Error as exc:
             raise HilError(f"{self.path}: cannot open the results database: {exc}") from None
@@ -244,7 +260,8 @@ class ResultsStore:
             raise HilError(
                 f"{self.path}: not a results database ({exc}); pass another --results-db/--db path"
             ) from None
-        self.mark_interrupted()
+        if not readonly:
+            self.mark_interrupted()
 
     # -- connection -----------------------------------------------------------------------------------
 
@@ -257,11 +274,15 @@ class ResultsStore:
                 f"{self.path}: results schema version {version} is newer than this harness supports "
                 f"({SCHEMA_VERSION}); upgrade tinyml-hil or pass another --results-db/--db path"
             )
+        if self.readonly:
+            self._readable(version)
+            return
         if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = NORMAL")
         c.execute("PRAGMA foreign_keys = ON")
         if version == SCHEMA_VERSION:
+            self._missing_tables(version)
             return
         with self._write():
             version = c.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
@@ -274,10 +295,50 @@ class ResultsStore:
                     f"{self.path}: not a results database (it holds tables {', '.join(sorted(foreign))}); "
                     "pass another --results-db/--db path"
                 )
+            if version:
+                self._missing_tables(version)  # an older file without a table it had is damaged, not upgraded
             for statement in _SCHEMA.split(";"):  # IF NOT EXISTS: upgrades versions 1 and 2 in place
                 if statement.strip():
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _missing_tables(self, version: int) -> list[str]:
+        """The tables a file of schema `version` lacks although older ones have them (damaged: HilError), and
+        those its version predates (returned)."""
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        lost = [t for t, since in _TABLES.items() if t not in tables and since <= max(version, 1)]
+        if lost:
+            raise HilError(f"{self.path}: damaged results database: table {', '.join(lost)} is missing; "
+                           f"{_DAMAGED_HINT}")
+        return [t for t in _TABLES if t not in tables]
+
+    def _readable(self, version: int) -> None:
+        """Check a file opened read-only; tables an older schema lacks become empty TEMP tables (nothing is
+        written to the file)."""
+        c = self._conn
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == 0 and not tables:
+            raise HilError(f"{self.path}: empty, not a results database yet; record a run first (`pytest -m hil` "
+                           "or `hil measure`) or pass another --db path")
+        foreign = tables - set(_TABLES)
+        if version == 0 and foreign:
+            raise HilError(f"{self.path}: not a results database (it holds tables {', '.join(sorted(foreign))}); "
+                           "pass another --results-db/--db path")
+        for table in self._missing_tables(version):
+            statement = next(st for st in _SCHEMA.split(";") if f"CREATE TABLE IF NOT EXISTS {table} (" in st)
+            c.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+
+    def _json(self, row: dict[str, Any], column: str, what: str) -> dict[str, Any]:
+        """A JSON column of a row as a dict; text that is not a JSON object is a damaged database (HilError)."""
+        try:
+            value = json.loads(row[column] or "{}")
+        except ValueError as exc:
+            value = exc
+        if not isinstance(value, dict):
+            reason = f"not JSON ({value})" if isinstance(value, Exception) else f"a JSON {type(value).__name__}"
+            raise HilError(f"{self.path}: damaged results database: {what} column {column} is {reason}, "
+                           f"expected a JSON object; {_DAMAGED_HINT}")
+        return value
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -293,9 +354,12 @@ class ResultsStore:
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._conn.execute(sql, args)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            try:
+                cur = self._conn.execute(sql, args)
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            except sqlite3.DatabaseError as exc:  # a missing column, malformed JSON, a corrupt page ...
+                raise HilError(f"{self.path}: damaged results database ({exc}); {_DAMAGED_HINT}") from None
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite when the last connection closes)."""
@@ -357,7 +421,7 @@ class ResultsStore:
             row = c.execute("SELECT meta FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise HilError(f"no run {run_id} in {self.path}")
-            meta = {**json.loads(row[0]), **kv}
+            meta = {**self._json({"meta": row[0]}, "meta", f"run {run_id}:"), **kv}
             c.execute("UPDATE runs SET meta = ? WHERE id = ?", (json.dumps(meta, default=str), run_id))
 
     def mark_interrupted(self) -> list[int]:
@@ -365,7 +429,10 @@ class ResultsStore:
         host = socket.gethostname()
         dead = []
         for r in self._read("SELECT id, meta FROM runs WHERE status = 'running'"):
-            meta = json.loads(r["meta"] or "{}")
+            try:
+                meta = self._json(r, "meta", f"run {r['id']}:")
+            except HilError:
+                continue  # not this housekeeping's business: the read commands name the damaged run
             pid = meta.get("pid")
             if meta.get("host") == host and isinstance(pid, int) and not _alive(pid, meta.get("pid_start")):
                 dead.append(r["id"])
@@ -377,8 +444,7 @@ class ResultsStore:
                 )
         return dead
 
-    @staticmethod
-    def _run(row: dict[str, Any]) -> Run:
+    def _run(self, row: dict[str, Any]) -> Run:
         return Run(
             id=row["id"],
             started_at=row["started_at"],
@@ -388,8 +454,8 @@ class ResultsStore:
             bench=row["bench"],
             simulated=bool(row["simulated"]),
             status=row["status"],
-            flags=json.loads(row["flags"] or "{}"),
-            meta=json.loads(row["meta"] or "{}"),
+            flags=self._json(row, "flags", f"run {row['id']}:"),
+            meta=self._json(row, "meta", f"run {row['id']}:"),
         )
 
     def runs(self, limit: int | None = None) -> list[Run]:
@@ -420,9 +486,10 @@ class ResultsStore:
         elif text == "latest-main":
             branches = ", ".join(f"'{b}'" for b in MAIN_BRANCHES)
             rows = self._read(
-                f"SELECT id FROM runs WHERE git_branch IN ({branches}) AND status IN ('passed', 'failed')"
-                f"{older} ORDER BY id DESC LIMIT 1"
+                f"SELECT id, meta FROM runs WHERE git_branch IN ({branches}) AND status IN ('passed', 'failed')"
+                f"{older} ORDER BY id DESC"
             )
+            rows = [r for r in rows if not crashed(self._json(r, "meta", f"run {r['id']}:"))][:1]  # no crashed run
             what = "no finished run on branch main or master"
         else:
             raise HilError(f"unknown run reference {text!r}; use a run id, 'latest' or 'latest-main'")
@@ -572,8 +639,8 @@ class ResultsStore:
     def variants(self, run_id: int) -> list[VariantRecord]:
         """The variants a run measured, in the order they were recorded."""
         rows = self._read("SELECT * FROM variants WHERE run_id = ? ORDER BY rowid", (int(run_id),))
-        return [VariantRecord(r["run_id"], r["variant"], r["sha256"], r["station"], json.loads(r["factory"]))
-                for r in rows]
+        return [VariantRecord(r["run_id"], r["variant"], r["sha256"], r["station"],
+                              self._json(r, "factory", f"run {r['run_id']} variant {r['variant']}:")) for r in rows]
 
     def record_outcome(
         self, run_id: int, variant: str, metric: str, outcome: str, message: str = "", *, test: str = ""

@@ -206,6 +206,8 @@ def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"keys {found}"
         raise ModelError(f"svhn: {path}: expected key 'X' of shape (32, 32, 3, N) uint8, found {got}")
     n = x.shape[3]
+    if n == 0:
+        raise ModelError(f"svhn: {path}: key 'X' holds no images; use the full SVHN file")
     y = mat.get("y")
     if not isinstance(y, np.ndarray) or y.shape not in ((n, 1), (n,)):
         got = f"shape {y.shape}" if isinstance(y, np.ndarray) else f"keys {found}"
@@ -295,6 +297,9 @@ def _load_idx_split(directory: Path, kind: str, split: str) -> tuple[np.ndarray,
             f"{kind}: {labels_path}: expected {len(images)} labels to match {images_path.name}, "
             f"found {len(labels)}"
         )
+    if len(images) == 0:  # caught here, before TensorFlow is imported and Keras fails on an empty array
+        raise ModelError(f"{kind}: {images_path}: holds no images (its header says 0); use the full "
+                         f"{IDX_FILES[f'{split}_images']} file")
     if labels.size and labels.max() > 9:
         raise ModelError(f"{kind}: {labels_path}: expected labels 0..9, found {int(labels.max())}")
     pad = (IMAGE_SIZE - 28) // 2

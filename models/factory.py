@@ -358,7 +358,8 @@ def build(
             if plot is not None:
                 write.weights_plot(recipe, plot)
         meta = {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "config": str(registry.path),
-                "reference": registry.reference.name, "versions": _versions()}  # fmt: skip
+                "reference": registry.reference.name, "versions": _versions(),
+                "aliases": dict(registry.config.aliases)}  # fmt: skip
         write.metrics(table, meta)
 
     _atomic_dir(out, fill)

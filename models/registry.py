@@ -90,6 +90,9 @@ Recipe = Annotated[
 
 
 _RECIPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+#: Characters a variant or alias name may hold: it names files (`roc-<variant>.png`, `<variant>.tflite`)
+#: and spreadsheet cells, so letters, digits, `-`, `_` and `.` only, starting with a letter or digit.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class VariantConfig(_Strict):
@@ -120,6 +123,9 @@ class VariantConfig(_Strict):
                 )
         names = {f"{r}-{m}" for r, modes in self.variants.items() for m in modes}
         for alias, target in self.aliases.items():
+            if not SAFE_NAME.fullmatch(alias):
+                raise ValueError(f"aliases: {alias!r} is not a valid name (letters, digits, '-', '_' and '.' "
+                                 "only, starting with a letter or digit, at most 100: it names files)")
             if target not in names:
                 raise ValueError(f"aliases: {alias!r} points to {target!r}, which is not a variant")
         return self

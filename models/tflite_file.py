@@ -6,6 +6,7 @@ can inspect any model without importing TensorFlow.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -43,6 +44,16 @@ def _schema():
 def _builtin_names() -> dict[int, str]:
     ops = _schema().BuiltinOperator
     return {value: name for name, value in vars(ops).items() if name.isupper() and isinstance(value, int)}
+
+
+@cache
+def _tensor_types() -> frozenset[int]:
+    types = _schema().TensorType
+    return frozenset(v for k, v in vars(types).items() if k.isupper() and isinstance(v, int))
+
+
+def _name(t) -> str:
+    return t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,8 @@ class TfliteModel:
     outputs: tuple[TensorInfo, ...]
     metadata: tuple[str, ...]
     _constants: dict[int, np.ndarray] = field(repr=False, compare=False)
+    source: str = "model"
+    _damaged: dict[int, str] = field(default_factory=dict, repr=False, compare=False)  # tensor -> what is wrong
 
     @property
     def ops(self) -> list[str]:
@@ -103,8 +116,12 @@ class TfliteModel:
 
     def constant(self, tensor: TensorInfo) -> np.ndarray:
         """The stored values of a constant tensor, in its own dtype and shape."""
+        if tensor.index in self._damaged:
+            raise ModelError(f"{self.source}: corrupt TFLite model: {self._damaged[tensor.index]}; the file is "
+                             "damaged, export or download it again")
         if tensor.index not in self._constants:
-            raise ModelError(f"tensor {tensor.name!r} is not a constant")
+            raise ModelError(f"{self.source}: tensor {tensor.index} {tensor.name!r} ({tensor.dtype}) holds no "
+                             "constant data this reader can decode")
         return self._constants[tensor.index]
 
     def weight_tensors(self) -> list[TensorInfo]:
@@ -129,7 +146,8 @@ class TfliteModel:
         return float(sum(int(np.count_nonzero(a == 0)) for a in arrays) / total)
 
 
-def _tensor_info(index: int, t, buffers, model_bytes: bytes, constants: dict[int, np.ndarray]) -> TensorInfo:
+def _tensor_info(index: int, t, buffers, model_bytes: bytes, constants: dict[int, np.ndarray],
+                 damaged: dict[int, str] | None = None) -> TensorInfo:
     dtype_name, np_dtype = _DTYPES.get(t.type, (f"type{t.type}", None))
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
     q = t.quantization
@@ -146,6 +164,13 @@ def _tensor_info(index: int, t, buffers, model_bytes: bytes, constants: dict[int
         arr = np.frombuffer(data, dtype=np_dtype)
         if arr.size == int(np.prod(shape)) if shape else arr.size == 1:
             constants[index] = arr.reshape(shape)
+        elif damaged is not None:
+            name = _name(t)
+            need = (int(np.prod(shape)) if shape else 1) * np.dtype(np_dtype).itemsize
+            damaged[index] = (f"tensor {index} {name!r} ({dtype_name}, shape {list(shape)}) needs {need} bytes "
+                              f"of data, its buffer holds {len(data)}")
+    elif data is not None and damaged is not None and t.type not in _tensor_types():
+        damaged[index] = f"tensor {index} {_name(t)!r} has data type code {t.type}, which TFLite does not define"
     itemsize = np.dtype(np_dtype).itemsize if np_dtype is not None else 0
     n = int(np.prod(shape)) if shape else 1
     return TensorInfo(
@@ -176,18 +201,30 @@ def read_model(data: bytes, *, source: str = "model") -> TfliteModel:
             f"{source}: not a TFLite flatbuffer (missing 'TFL3' identifier); pass a .tflite file"
         )
     schema = _schema()
+    stage = "the model table"
     try:
         root = schema.Model.GetRootAs(data, 0)
         model = schema.ModelT.InitFromObj(root)
+        stage = "subgraph 0"
         sub = model.subgraphs[0]
         codes = model.operatorCodes or []
         names = _builtin_names()
         constants: dict[int, np.ndarray] = {}
+        damaged: dict[int, str] = {}
+        stage = "the tensors of subgraph 0"
         tensors = tuple(
-            _tensor_info(i, t, model.buffers, data, constants) for i, t in enumerate(sub.tensors or [])
+            _tensor_info(i, t, model.buffers, data, constants, damaged) for i, t in enumerate(sub.tensors or [])
         )
+        # the one structural check inspect, pack-model and the (virtual) board share: a constant whose buffer does
+        # not hold its shape's bytes (a corrupt length) is refused here, not when a reader happens to need it
+        broken = [i for i in damaged if sub.tensors[i].sparsity is None]  # a sparse tensor stores fewer values
+        if broken:
+            raise ModelError(f"{source}: corrupt TFLite model: {damaged[broken[0]]}; the file is damaged, export or "
+                             "download it again")
+        stage = "the operators of subgraph 0"
         operators = []
         for i, op in enumerate(sub.operators or []):
+            stage = f"operator {i} of subgraph 0"
             code = codes[op.opcodeIndex]
             builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
             if builtin == schema.BuiltinOperator.CUSTOM:
@@ -203,6 +240,7 @@ def read_model(data: bytes, *, source: str = "model") -> TfliteModel:
             (m.name.decode() if isinstance(m.name, bytes) else str(m.name)) for m in (model.metadata or [])
         )
         description = model.description.decode() if isinstance(model.description, bytes) else ""
+        stage = "the inputs and outputs of subgraph 0"
         return TfliteModel(
             size_bytes=len(data),
             version=int(model.version),
@@ -213,11 +251,25 @@ def read_model(data: bytes, *, source: str = "model") -> TfliteModel:
             outputs=tuple(tensors[j] for j in sub.outputs),
             metadata=metadata,
             _constants=constants,
+            source=source,
+            _damaged=damaged,
         )
     except ModelError:
         raise
     except Exception as exc:  # a corrupt flatbuffer fails in many ways inside the generated reader
-        raise ModelError(f"{source}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{source}: corrupt TFLite flatbuffer: {_corruption(exc, len(data))} in {stage}; "
+                         "the file is damaged, export or download it again") from None
+
+
+def _corruption(exc: Exception, size: int) -> str:
+    """What a reader exception means in flatbuffer terms (the generated reader speaks Python)."""
+    if isinstance(exc, struct.error | IndexError | OverflowError | MemoryError):
+        return f"an offset, length or index points outside the {size}-byte file or its tables"
+    if isinstance(exc, TypeError | AttributeError):
+        return "a required table or vector is missing"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a name is not UTF-8 text"
+    return "a field holds an impossible value"
 
 
 def read_model_file(path: str | Path) -> TfliteModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,39 @@ def digits_test() -> tuple[np.ndarray, np.ndarray]:
 
     ds = load("digits")
     return ds.x_test, ds.y_test
+
+
+# -- the last line of `make test`: tests skipped because a Debian package is missing -------------------------
+
+_APT = re.compile(r"apt-get install ((?:[a-z0-9][a-z0-9.+-]+ ?)+)")
+
+
+def missing_tool_line(reasons: list[str]) -> str | None:
+    """One line naming how many tests skipped for a missing tool and the Debian packages to install, from the
+    skip reasons (each names its package as `apt-get install PKG ...`); None when no skip names a package."""
+    packages: dict[str, None] = {}
+    count = 0
+    for reason in reasons:
+        found = _APT.findall(reason)
+        if found:
+            count += 1
+            packages.update(dict.fromkeys(p for group in found for p in group.split()))
+    if not count:
+        return None
+    tests = "test" if count == 1 else "tests"
+    return (f"{count} {tests} skipped for a missing tool; to run them: sudo apt-get install "
+            f"{' '.join(packages)} (README, \"Two commands\")")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After pytest's own summary: the missing-tool skips of the session, so `make test` ends with them."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or hasattr(config, "workerinput"):  # xdist workers report to the controller
+        return
+    reasons = []
+    for report in reporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reasons.append(str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr))
+    line = missing_tool_line(reasons)
+    if line is not None:
+        reporter.write_line(line, yellow=True, bold=True)

@@ -61,7 +61,7 @@ def run_changes(args: argparse.Namespace) -> int:
         metric(name)
     if args.last < 0:
         raise HilError(f"--last {args.last}: must be 0 (all runs) or a positive number")
-    with ResultsStore(args.db, create=False) as store:
+    with ResultsStore(args.db, readonly=True) as store:
         history = store.history()
     if args.branch not in set(history["git_branch"].dropna()):
         known = ", ".join(sorted({str(b) for b in history["git_branch"].dropna()})) or "none"

@@ -15,7 +15,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.tolerance and args.baseline is None:
         raise HilError("--tolerance applies to the baseline comparison; give --baseline REF as well")
-    with ResultsStore(args.db, create=False) as store:
+    with ResultsStore(args.db, readonly=True) as store:
         out = write_report(store, args.run, args.out, baseline=args.baseline, tolerances=args.tolerance)
         run_id = store.resolve(args.run)
     print(f"report of run {run_id} written to {out}/report.html, {out}/report.md and {out}/results.csv")

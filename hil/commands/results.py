@@ -101,7 +101,7 @@ def run_history(args: argparse.Namespace) -> int:
         metric(args.metric)
     if args.last < 0:
         raise HilError(f"--last {args.last}: must be 0 (all runs) or a positive number")
-    store = ResultsStore(args.db, create=False)
+    store = ResultsStore(args.db, readonly=True)
     runs = store.runs(limit=args.last or None)
     if args.runs:
         print(_runs_table(store, runs))
@@ -175,7 +175,7 @@ def run_gate(args: argparse.Namespace) -> int:
     tolerances = parse_tolerances(args.tolerance or list(DEFAULT_TOLERANCES))
     if args.remeasure < 0:
         raise HilError(f"--remeasure {args.remeasure}: must be 0 or more sessions")
-    store = ResultsStore(args.db, create=False)
+    store = ResultsStore(args.db, create=False, readonly=not args.remeasure)  # re-measuring records runs
     measure = remeasurer(store, args.run, progress=lambda line: print(f"  {line}")) if args.remeasure else None
     result = compare(store, args.run, args.baseline, tolerances, window=args.baseline_window, alpha=args.alpha,
                      miss=args.miss, policy=args.policy, remeasure=args.remeasure, measure=measure, progress=print)
@@ -196,7 +196,7 @@ def run_noise(args: argparse.Namespace) -> int:
 
     for m in args.metric or []:
         metric(m)
-    store = ResultsStore(args.db, create=False)
+    store = ResultsStore(args.db, readonly=True)
     rows = estimate(store, branch=args.branch, metrics=args.metric, last=args.last)
     print(table(rows))
     if args.json:

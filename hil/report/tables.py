@@ -183,6 +183,17 @@ def csv_rows(data: ReportData) -> list[dict[str, Any]]:
     return out
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run as a formula: text starting with =, +, -, @, tab or CR gets a
+    leading single quote (OWASP, CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def text_table(table: Table) -> str:
     """A table as aligned plain text (the pytest terminal summary)."""
     cells = [table.headers, *table.rows]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +27,10 @@ from hil.report.document import (
     to_html,
     to_markdown,
 )
+from hil.report.study import study_table
 from hil.report.tables import (
     CSV_COLUMNS,
+    csv_cell,
     csv_rows,
     gate_failures_table,
     main_table,
@@ -58,6 +62,18 @@ def _origin(data: report_data.ReportData) -> tuple[str, str | None, str]:
 
 def _sim(data: report_data.ReportData) -> str:
     return _origin(data)[0]
+
+
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def file_stem(name: str) -> str:
+    """`name` as a safe file-name part: models/variants.yaml allows letters, digits, `-`, `_` and `.`, but a
+    database may hold any name (an older or foreign run), so others become `_` plus a short hash of the name."""
+    safe = _UNSAFE_FILE_CHARS.sub("_", name)[:100]
+    if safe == name and not name.startswith((".", "-")) and name:
+        return name
+    return f"{safe.lstrip('.-')[:80] or 'variant'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _when(stamp: str | None) -> str:
@@ -135,6 +151,16 @@ def _results(data: report_data.ReportData) -> list[Block]:
     if details:
         blocks += [Heading(3, "Budget failures and skipped variants"), Bullets(details)]
     return blocks
+
+
+def _study(data: report_data.ReportData) -> list[Block]:
+    """The reference study's six variants, its published figures beside this run's (none: no section)."""
+    table = study_table(data)
+    if table is None:
+        return []
+    return [Heading(2, f"The reference study's six variants{_sim(data)}"), Paragraph(
+        "Each of the study's variant names, the variant of this matrix it maps to, and the study's published "
+        "size, latency and power beside this run's."), TableBlock(table)]
 
 
 def _ranking(data: report_data.ReportData) -> list[Block]:
@@ -236,7 +262,7 @@ def _traces(data: report_data.ReportData, folder: Path) -> list[Block]:
             reason = v.skip_reason or "no saved capture"
             blocks.append(Paragraph(f"`{v.name}`: no power trace ({reason})."))
             continue
-        name = f"trace-{v.name}.png"
+        name = f"trace-{file_stem(v.name)}.png"
         try:
             plots.power_trace(v.name, files["trace_shunt"], files.get("trace_marker"), files.get("power"),
                               folder / name, simulated=data.simulated)
@@ -255,12 +281,14 @@ def _factory(data: report_data.ReportData, folder: Path) -> list[Block]:
     for v in data.variants:
         files = data.artifacts.get(v.name, {})
         if "roc" in files:
-            shutil.copyfile(files["roc"], folder / f"roc-{v.name}.png")
-            rocs.append(Image(f"roc-{v.name}.png", f"{v.name}: per-class ROC curves (host)."))
+            roc = f"roc-{file_stem(v.name)}.png"
+            shutil.copyfile(files["roc"], folder / roc)
+            rocs.append(Image(roc, f"{v.name}: per-class ROC curves (host)."))
         recipe = str(v.factory.get("recipe") or v.name.split("-")[0])
         if "weights" in files and recipe not in hists:
-            shutil.copyfile(files["weights"], folder / f"weights-{recipe}.png")
-            hists[recipe] = Image(f"weights-{recipe}.png", f"{recipe}: weight histograms before/after the recipe.")
+            weights = f"weights-{file_stem(recipe)}.png"
+            shutil.copyfile(files["weights"], folder / weights)
+            hists[recipe] = Image(weights, f"{recipe}: weight histograms before/after the recipe.")
     return [Heading(2, "Model factory figures (host, tf.lite on the test set)"),
             Heading(3, "Per-class ROC curves"), Gallery(rocs) if rocs else Paragraph("No ROC curves stored."),
             Heading(3, "Weight histograms"), *(list(hists.values()) or [Paragraph("No weight histograms stored.")])]
@@ -270,7 +298,7 @@ def _write_csv(data: report_data.ReportData, path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(csv_rows(data))
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in csv_rows(data))
 
 
 def _swap_in(final: Path, fill: Callable[[Path], None]) -> None:
@@ -323,7 +351,7 @@ def write_report(store: Any, run: int | str = "latest", out_dir: str | Path = "r
         raise HilError(f"{final}: exists and is not a folder; choose another --out")
 
     def fill(folder: Path) -> None:
-        blocks = [*_header(data, (final / "junit.xml").is_file()), *_results(data), *_ranking(data),
+        blocks = [*_header(data, (final / "junit.xml").is_file()), *_results(data), *_study(data), *_ranking(data),
                   *_pareto(data, folder), *_baseline(data),
                   *(_trends(data, store, folder, gated, trend_runs) if trend_runs else []),
                   *_traces(data, folder), *_factory(data, folder)]

@@ -47,7 +47,7 @@ def _compiler(target: str) -> list[str]:
 @pytest.fixture(scope="module")
 def ops_inc(tmp_path_factory) -> Path:
     if shutil.which("cmake") is None:
-        pytest.skip("cmake not installed")
+        pytest.skip("cmake not installed (apt-get install cmake)")
     out = tmp_path_factory.mktemp("ops")
     subprocess.run(["cmake", f"-DOPS_FILE={ROOT / 'firmware/main/ops.txt'}", f"-DOUT={out / 'hil_ops.inc'}",
                     "-P", str(ROOT / "firmware/cmake/hil_ops.cmake")], check=True)  # fmt: skip
