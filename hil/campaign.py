@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import tempfile
 import time
 import uuid
@@ -23,6 +24,7 @@ from hil.budgets import Budgets, Verdict, judge
 from hil.errors import USER_ERRORS, HilError
 from hil.filelock import file_lock
 from hil.measure import PULSE_VS_LATENCY_MAX_PCT, AccuracyResult, Figure, Settings
+from hil.wire import INFER_MAX_N, INFER_MAX_WARMUP
 
 Progress = Callable[[str], None]
 
@@ -31,6 +33,8 @@ Progress = Callable[[str], None]
 OUTPUT_AGREEMENT_MIN_PCT = 98.0
 OUTPUT_COSINE_MIN = 0.99
 DEVICE_ACCURACY_METRICS = ("accuracy", "output_agreement", "output_cosine")
+MAX_TRIALS = 1000  # captures per variant; more is a typo, not a measurement plan
+MAX_WINDOW_S = 3600.0  # seconds of inference per capture; more is a typo (at most 1000 inferences are captured)
 
 
 # The campaign's options, declared once: `pytest -m hil` adds them to its `hil` group, `hil measure` to its parser.
@@ -81,18 +85,25 @@ class CampaignOptions:
         """Every option checked before anything is measured: one HilError naming the option and the fix."""
         if self.variants is not None and not self.variants:
             raise HilError("--variants names no variant; give names such as baseline-int8, or leave it out")
-        for name, value, low in (("--trials", self.trials, 1), ("--warmup", self.warmup, 0),
-                                 ("--accuracy-samples", self.accuracy_samples, 0)):
-            if value < low:
-                raise HilError(f"{name} must be {'at least ' + str(low) if low else 'zero or more'}, got {value}")
-        if self.inferences is not None and not 1 <= self.inferences <= 1000:
-            raise HilError(f"--inferences must be between 1 and 1000, got {self.inferences}")
-        if not self.window > 0:
-            raise HilError(f"--window must be a positive number of seconds, got {self.window}")
+        # the firmware's limits (`infer N W`: N <= 1000, W <= 100) and a bound past which a value is a typo
+        for name, value, low, high in (("--trials", self.trials, 1, MAX_TRIALS),
+                                       ("--warmup", self.warmup, 0, INFER_MAX_WARMUP),
+                                       ("--accuracy-samples", self.accuracy_samples, 0, None),
+                                       ("--inferences", self.inferences, 1, INFER_MAX_N)):
+            if value is None and name == "--inferences":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                what = f"a whole number from {low} to {high}" if high else "zero or a positive whole number"
+                raise HilError(f"{name} must be {what}, got {value}")
+        window = self.window
+        if (not isinstance(window, int | float) or isinstance(window, bool) or not math.isfinite(window)
+                or not 0 < window <= MAX_WINDOW_S):
+            raise HilError(f"--window must be a number of seconds above 0 and at most {MAX_WINDOW_S:g}, got {window}")
         if self.gate and not self.baseline:
-            raise HilError("--gate needs --baseline RUN (a run id or latest-main) to compare with")
+            raise HilError("--gate needs --baseline REF (a branch such as main, whose last runs form the window, or "
+                           "run ids such as 31-40) to compare with")
         self.tolerances()
-        if self.noise_seed is not None and self.noise_seed < 0:
+        if self.noise_seed is not None and (not isinstance(self.noise_seed, int) or self.noise_seed < 0):
             raise HilError(f"--noise-seed must be zero or more, got {self.noise_seed}")
         if self.injections():
             from hil.bench import load_bench
@@ -192,7 +203,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
                             "help": "test images streamed to the device (0 = all)"}),
     ("--results-db", {"default": str(_DEFAULT.results_db), "help": "results history (default: %(default)s)"}),
     ("--report-dir", {"default": str(_DEFAULT.report_dir), "help": "report folder (default: %(default)s)"}),
-    ("--baseline", {"default": None, "metavar": "RUN", "help": "gate against a run id or latest-main"}),
+    ("--baseline", {"default": None, "metavar": "REF",
+                    "help": "gate against a branch's last 10 runs (main, latest-main) or run ids (31-40)"}),
     ("--gate", {"action": "append", "default": [], "metavar": "METRIC:TOL", "help": "e.g. energy_mj:5%%"}),
     ("--noise-seed", {"type": int, "default": None, "metavar": "N",
                       "help": "virtual bench: the bench-noise seed, to replay a run's noise (default: "
@@ -355,6 +367,7 @@ class Campaign:
         self._recorder: RunRecorder | None = None
         self._measured: dict[str, dict[str, Figure]] = {}
         self._not_measured: dict[str, Exception] = {}
+        self._crashes: dict[str, str] = {}  # variant -> the unexpected error that ended its measurement
         self._no_app: str | None = None
 
     # -- configuration --------------------------------------------------------------------------------
@@ -506,6 +519,9 @@ class Campaign:
                 error = HilError(f"{variant}: unexpected {type(exc).__name__}: {exc}")
                 self._not_measured[variant] = error
                 self.recorder.record_missing(variant, metrics, f"measurement failed: {error}", skipped=False)
+                self._crashes[variant] = str(error)  # in the run's meta at once: the run can no longer pass
+                who = f"gw{self.worker}" if self.worker is not None else "main"
+                self.recorder.store.update_meta(self.recorder.run_id, **{f"crashes_{who}": dict(self._crashes)})
                 raise
         return self._measured[variant]
 
@@ -648,6 +664,10 @@ class Campaign:
         if run_id is None:
             return Finish(None, status)
         store = rec.store
+        from hil.results import crashed
+
+        if status == "passed" and crashed(store.run(run_id).meta):  # any process's unexpected error: no pass
+            status = "failed"
         done = Finish(run_id, status)
         t0 = time.perf_counter()
         tolerances = None
@@ -745,6 +765,9 @@ def run(options: CampaignOptions, *, progress: Progress = print) -> tuple[Finish
                 status = "failed"
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except BaseException:  # an unexpected error ends the campaign: what it measured is kept, the run is no pass
+        status = "failed"
         raise
     finally:
         campaign.close()

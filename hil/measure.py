@@ -14,8 +14,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hil.bench import StationSpec
-from hil.power import PowerReport, analyze
+from hil.errors import HilError
+from hil.power import MIN_SAMPLES_PER_WINDOW, PowerReport, analyze
 from hil.protocol import DutClient, InferResult
+from hil.wire import INFER_MAX_GAP_MS, INFER_MAX_N, MAX_INFERENCE_S
 from instruments.oscilloscope import TriggerTimeout
 
 MARKER_LOGIC_V = 3.3
@@ -30,6 +32,11 @@ METER_METRICS = ("meter_energy_mj", "meter_power_mw", "meter_vs_scope_energy_pct
 # The scope's pulse width and the board's cycle-counter latency measure the same thing (the reference
 # study's cross-check); 2 % allows for the marker GPIO toggling around Invoke() and sampling.
 PULSE_VS_LATENCY_MAX_PCT = 2.0
+# The capture plan: the scope's record is lengthened (up to SCOPE_MAX_POINTS, which every supported scope's memory
+# holds and a slow link transfers in a few seconds) until the shortest inference window has this many samples.
+SCOPE_MAX_POINTS = 1_000_000
+SAMPLES_PER_WINDOW_TARGET = 2 * MIN_SAMPLES_PER_WINDOW
+RECORD_MARGIN = 1.15  # the record spans every inference of a capture with this margin after its pre-trigger part
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,8 @@ class Settings:
     warmup: int = 5
     trials: int = 5
     window_s: float = 1.0
-    gap_ms: int | None = None  # None: a quarter of the latency, at least 1 ms (idle power between windows)
-    record_points: int = 50_000  # >= 180 samples per window for a 4 ms inference in a 1 s capture
+    gap_ms: int | None = None  # None: a quarter of the latency, 1 to 1000 ms (idle power between windows)
+    record_points: int = 50_000  # the scope's record at least; the plan lengthens it for short inferences
 
 
 @dataclass(frozen=True)
@@ -147,13 +154,76 @@ def _median(values: list[float]) -> Figure:
     return Figure(statistics.median(finite), max(finite) - min(finite), len(finite), values=tuple(finite))
 
 
+@dataclass(frozen=True)
+class CapturePlan:
+    """How every capture of a variant runs: `infer n 0 gap_ms`, the scope's record, the time allowed for it."""
+
+    n: int
+    gap_ms: int
+    period_s: float  # one inference and its gap
+    record_points: int
+    timeout_s: float
+
+    @property
+    def record_s(self) -> float:
+        """The scope's record: every inference of the capture, with margin."""
+        return _record_s(self.n, self.period_s)
+
+
+def _record_s(n: int, period_s: float) -> float:
+    return n * period_s / (1 - PRE_TRIGGER_FRACTION) * RECORD_MARGIN
+
+
+def plan_capture(latency_s: float, settings: Settings, *, scope: bool = True) -> CapturePlan:
+    """A capture plan for inferences of `latency_s`, within the firmware's limits (at most 1000 inferences, a gap
+    of 0 to 1000 ms) and the scope's memory (SCOPE_MAX_POINTS, enough samples in every inference window).
+
+    A quarter of the latency idles after each inference (1 to 1000 ms); `--window` of inference time sets how
+    many, at least two; a record too long for the memory is met with fewer inferences. One HilError where
+    nothing fits: an inference the firmware cannot time, a gap or an `--inferences` beyond what fits.
+    """
+    if not 0 <= latency_s <= MAX_INFERENCE_S:
+        raise HilError(f"the board reports {latency_s:g} s an inference; the firmware times 0 to "
+                       f"{MAX_INFERENCE_S:g} s, so no capture can be planned")
+    latency_s = max(latency_s, 1e-6)  # below the timer's resolution: plan for one microsecond
+    if settings.gap_ms is not None and not 0 <= settings.gap_ms <= INFER_MAX_GAP_MS:
+        raise HilError(f"a gap of {settings.gap_ms} ms between inferences is outside the firmware's 0 to "
+                       f"{INFER_MAX_GAP_MS} ms")
+    gap_ms = settings.gap_ms if settings.gap_ms is not None else min(max(1, round(latency_s * 1e3 / 4)),
+                                                                      INFER_MAX_GAP_MS)
+    period_s = latency_s + gap_ms / 1e3
+    n = min(settings.inferences or max(2, math.ceil(settings.window_s / period_s)), INFER_MAX_N)
+    points = settings.record_points
+    if scope:
+        shortest = min(latency_s, gap_ms / 1e3) if gap_ms else latency_s  # idle samples matter as much
+
+        def needed(count: int) -> int:  # points for SAMPLES_PER_WINDOW_TARGET samples in the shortest window
+            return math.ceil(_record_s(count, period_s) / shortest * SAMPLES_PER_WINDOW_TARGET)
+
+        most = math.floor(n * SCOPE_MAX_POINTS / needed(n)) - 1  # the most inferences the memory holds
+        if needed(n) > SCOPE_MAX_POINTS and settings.inferences and most >= 2:
+            raise HilError(f"--inferences {settings.inferences}: a capture of {settings.inferences} inferences of "
+                           f"{latency_s * 1e3:.4g} ms needs {needed(n):,} scope samples, more than the "
+                           f"{SCOPE_MAX_POINTS:,} the harness records; pass --inferences {most} or fewer, or "
+                           "leave it out")
+        if needed(n) > SCOPE_MAX_POINTS and not settings.inferences:
+            n = max(2, most)
+        if needed(n) > SCOPE_MAX_POINTS:
+            raise HilError(f"no capture plan fits inferences of {latency_s * 1e6:.4g} us with {gap_ms} ms gaps: "
+                           f"{n} of them need {needed(n):,} scope samples, more than the {SCOPE_MAX_POINTS:,} "
+                           "the harness records")
+        points = max(points, needed(n))
+    timeout_s = (n + settings.warmup) * period_s * 2 + 5.0
+    return CapturePlan(n, gap_ms, period_s, points, timeout_s)
+
+
 def _configure(scope, spec: StationSpec, n: int, period_s: float, shunt_full_scale_v: float, points: int) -> None:
     """Shunt channel from slightly below 0 V to `shunt_full_scale_v`, marker at logic levels, trigger on it."""
     sc = spec.scope
     span_div = scope.adc_span_div
     scope.configure_channel(sc.shunt_channel, shunt_full_scale_v * 1.1 / span_div, shunt_full_scale_v * 0.45)
     scope.configure_channel(sc.marker_channel, 1.5 * MARKER_LOGIC_V / span_div, MARKER_LOGIC_V / 2)
-    window = n * period_s / (1 - PRE_TRIGGER_FRACTION) * 1.15  # every inference in the record, with margin
+    window = _record_s(n, period_s)  # every inference in the record, with margin
     scope.configure_timebase(
         window / scope.horizontal_divisions,
         record_points=points,
@@ -203,6 +273,8 @@ def _capture(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_
 
 def _void_reason(report: PowerReport, result: InferResult, n: int, resyncs: int) -> str | None:
     """Why a capture does not show the run the board reported, or None: the cross-checks of every trial."""
+    if result.problem is not None:
+        return f"the board's reply is inconsistent: {result.problem}"
     if resyncs:
         return "the board reset or the serial link resynchronised during the capture"
     if result.n != n:
@@ -233,13 +305,9 @@ def measure_power(
     `scope` may be None when `meter` (an instruments.meters current source) measures alone; with both, the
     scope's figures are the run's and the meter's are reported beside them (METER_METRICS).
     """
-    probe = dut.infer(3, 1)
-    latency_s = probe.max_us / 1e6
-    gap_ms = settings.gap_ms if settings.gap_ms is not None else max(1, round(latency_s * 1e3 / 4))
-    period_s = latency_s + gap_ms / 1e3
-    n = settings.inferences or max(2, math.ceil(settings.window_s / period_s))
-    n = min(n, 1000)
-    timeout_s = (n + settings.warmup) * period_s * 2 + 5.0
+    plan = plan_capture(_probe_latency_s(dut), settings, scope=scope is not None)
+    n, gap_ms, period_s, timeout_s = plan.n, plan.gap_ms, plan.period_s, plan.timeout_s
+    settings = replace(settings, record_points=plan.record_points)
 
     full_scale = 0.0
     if scope is not None:  # ranging: one short burst on a wide range, then set it from what the shunt shows
@@ -323,15 +391,44 @@ def _trial(scope, dut: DutClient, spec: StationSpec, n: int, warmup: int, gap_ms
     return t
 
 
+def _probe_latency_s(dut: DutClient) -> float:
+    """The longest of three inferences (`infer 3 1`), to plan the captures by. An inconsistent reply plans by its
+    latencies when they are times the firmware can report (its trials are void anyway); otherwise nothing can be
+    planned and the error says why."""
+    probe = dut.infer(3, 1)
+    lat = probe.latency_us
+    if probe.problem is None:
+        return probe.max_us / 1e6
+    if len(lat) == 3 and all(0 <= x <= MAX_INFERENCE_S * 1e6 for x in lat):
+        return max(lat) / 1e6
+    raise HilError(f"the board's reply to 'infer 3 1' is inconsistent ({probe.problem}): no figure can be taken "
+                   "from its timer; check the firmware (its cycle counter and the `infer` reply)")
+
+
 def measure_latency(dut: DutClient, settings: Settings = Settings(), *,
                     progress: Callable[[str], None] = lambda _: None) -> dict[str, Figure]:
-    """Latency from the board's own timer alone (no current capture): `settings.trials` runs of `infer N W`."""
-    probe = dut.infer(3, 1)
-    n = min(settings.inferences or max(2, math.ceil(settings.window_s / max(probe.max_us / 1e6, 1e-6))), 1000)
-    runs = []
+    """Latency from the board's own timer alone (no current capture): `settings.trials` runs of `infer N W`.
+
+    A run whose reply is inconsistent is void: measured once more, and a second void run counts for nothing.
+    """
+    latency_s = max(_probe_latency_s(dut), 1e-6)
+    n = min(settings.inferences or max(2, math.ceil(settings.window_s / latency_s)), INFER_MAX_N)
+    runs, voids = [], []
     for trial in range(settings.trials):
-        runs.append(dut.infer(n, settings.warmup))
-        progress(f"trial {trial + 1}/{settings.trials}: {n} inferences, latency {runs[-1].mean_us / 1e3:.3f} ms")
+        r = dut.infer(n, settings.warmup)
+        if r.problem is not None:
+            progress(f"trial {trial + 1}: void (the board's reply is inconsistent: {r.problem}); measuring it again")
+            r = dut.infer(n, settings.warmup)
+        if r.problem is not None:
+            voids.append(r.problem)
+            progress(f"trial {trial + 1}/{settings.trials}: void again: {r.problem}")
+            continue
+        runs.append(r)
+        progress(f"trial {trial + 1}/{settings.trials}: {n} inferences, latency {r.mean_us / 1e3:.3f} ms")
+    if not runs:
+        void = Figure(None, trials=settings.trials, valid=False,
+                      reason=f"every run was void, the board's reply is inconsistent: {voids[0]}")
+        return {"latency_ms": void, "latency_p95_ms": void}
     return {"latency_ms": _median([r.mean_us / 1e3 for r in runs]),
             "latency_p95_ms": _median([float(np.percentile(r.latency_ms, 95)) for r in runs])}
 

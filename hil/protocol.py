@@ -403,28 +403,23 @@ class DutClient:
         return info
 
     def infer(self, n: int, warmup: int = 0, gap_ms: int = 0) -> InferResult:
-        """`n` timed inferences after `warmup` untimed ones, with `gap_ms` idle after each timed one."""
+        """`n` timed inferences after `warmup` untimed ones, with `gap_ms` idle after each timed one.
+
+        A reply echoing other arguments is a late reply to another `infer` (garbage: resync, re-issue); a reply
+        that is inconsistent in itself (hil.wire.infer_reply_problem) is returned with `problem` set, for the
+        caller to void the trial with that reason.
+        """
 
         def parse(r: dict[str, Any]) -> InferResult:
-            lat = tuple(int(x) for x in r["latency_us"])
-            if len(lat) != n or int(r["n"]) != n:
-                raise ValueError(f"{len(lat)} latencies for n={n}")
-            if int(r["warmup"]) != warmup or int(r["gap_ms"]) != gap_ms:
-                raise ValueError(f"echo warmup={r['warmup']} gap_ms={r['gap_ms']} for {warmup} {gap_ms}")
-            return InferResult(
-                int(r["n"]),
-                int(r["warmup"]),
-                int(r["gap_ms"]),
-                lat,
-                float(r["mean_us"]),
-                int(r["min_us"]),
-                int(r["max_us"]),
-                float(r["std_us"]),
-                int(r["cpu_mhz"]),
-            )
+            for key, sent in (("n", n), ("warmup", warmup), ("gap_ms", gap_ms)):
+                echo = r.get(key)
+                if isinstance(echo, int) and not isinstance(echo, bool) and echo != sent:
+                    raise ValueError(f"echo {key}={echo} for {sent}")
+            return InferResult.from_reply(r)
 
         result: InferResult = self.request(f"infer {n} {warmup} {gap_ms}", parse=parse)
-        self.last_latency_s = max(result.latency_us) / 1e6
+        if result.problem is None:  # an inconsistent reply's latencies size no deadline
+            self.last_latency_s = max(result.latency_us) / 1e6
         return result
 
     def upload(self, data: bytes) -> str:

@@ -7,6 +7,7 @@ core (`hil.sim.device`) and `hil firmware`'s flash check. Nothing here does I/O.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import zlib
 from dataclasses import dataclass
@@ -21,6 +22,12 @@ CHUNK_MAX_BYTES = 750  # the most tensor bytes one `data` line carries
 REPLY_PREFIX = "@hil "
 READY_MARK = "hil-ready"
 MAX_INFERENCE_S = 10.0  # the longest inference the firmware accepts (spec, "Timeouts")
+INFER_MAX_N = 1000  # `infer N [W [GAP_MS]]`: 1 <= N <= 1000, 0 <= W <= 100, 0 <= GAP_MS <= 1000 (spec)
+INFER_MAX_WARMUP = 100
+INFER_MAX_GAP_MS = 1000
+# mean_us and std_us come rounded to 0.1 us: a reported statistic further than this from the one its own
+# latencies give is not rounding but an inconsistent reply
+STATS_TOLERANCE_US = 0.06
 DEVICE_DEADLINE_S = 1.0  # reply deadline of the quick commands
 COMMANDS = ("version", "hello", "sync", "infer", "input", "data", "run", "profile", "reset")
 COMMANDS_V1 = tuple(c for c in COMMANDS if c != "sync")
@@ -258,8 +265,8 @@ class Hello:
             cpu_mhz=int(d.get("cpu_mhz", 0)),
             marker_gpio=int(d.get("marker_gpio", -1)),
             model=ModelId(str(model["crc32"]), str(model["sha256"]), int(model["bytes"])) if model else None,
-            arena_configured=arena.get("configured"),
-            arena_used=arena.get("used"),
+            arena_configured=_arena_bytes(arena, "configured"),
+            arena_used=_arena_bytes(arena, "used"),
             input=TensorSpec.from_json(d["input"]) if d.get("input") else None,
             output=TensorSpec.from_json(d["output"]) if d.get("output") else None,
             ops=tuple(d.get("ops") or ()),
@@ -295,11 +302,86 @@ class InferResult:
     max_us: int
     std_us: float
     cpu_mhz: int
+    problem: str | None = None  # why the reply cannot be the run it reports (infer_reply_problem); None: consistent
 
     @property
     def latency_ms(self) -> np.ndarray:
         """Latencies in milliseconds."""
         return np.asarray(self.latency_us, dtype=float) / 1000.0
+
+    @classmethod
+    def from_reply(cls, r: dict[str, Any]) -> InferResult:
+        """An `infer` reply as it came, with `problem` set when it is inconsistent: such a result is kept (a trial
+        void with its reason) but none of its numbers may become a figure."""
+        problem = infer_reply_problem(r)
+        lat = r.get("latency_us")
+        lat = tuple(int(x) for x in lat if _is_number(x)) if isinstance(lat, list) else ()
+
+        def num(key: str) -> float:
+            value = r.get(key)
+            return float(value) if _is_number(value) else math.nan
+
+        def whole(key: str) -> int:
+            value = r.get(key)
+            return int(value) if _is_int(value) else -1
+
+        return cls(whole("n"), whole("warmup"), whole("gap_ms"), lat, num("mean_us"), whole("min_us"),
+                   whole("max_us"), num("std_us"), whole("cpu_mhz"), problem)
+
+
+def _arena_bytes(arena: dict[str, Any], key: str) -> int | None:
+    """`hello`'s arena size `key`: None when not known; a bool, a fraction or a negative size is refused."""
+    value = arena.get(key)
+    if value is not None and not (_is_int(value) and value >= 0):
+        raise ValueError(f"arena {key} {json.dumps(value)} is not a size in bytes")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    """A JSON integer (a JSON bool is not one, though Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a bool)."""
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def infer_reply_problem(r: dict[str, Any]) -> str | None:
+    """Why an `infer` reply cannot be the run it reports, or None: its types, signs and ranges, its count of
+    latencies, and its statistics against its own latencies. A firmware bug or a reply corrupted before its CRC
+    was computed reads as well as a good one; only this check keeps its figure from being recorded valid."""
+    for key, low, high in (("n", 1, INFER_MAX_N), ("warmup", 0, INFER_MAX_WARMUP),
+                           ("gap_ms", 0, INFER_MAX_GAP_MS), ("cpu_mhz", 1, 100_000)):
+        value = r.get(key)
+        if not _is_int(value):
+            return f"'{key}' is {json.dumps(value)}, not an integer"
+        if not low <= value <= high:
+            return f"'{key}' is {value}, outside {low}..{high}"
+    lat = r.get("latency_us")
+    if not isinstance(lat, list) or not all(_is_int(x) for x in lat):
+        return f"'latency_us' is {json.dumps(lat)[:60]}, not a list of integers"
+    if len(lat) != r["n"]:
+        return f"{len(lat)} latencies for n={r['n']}"
+    if min(lat) < 0:
+        return f"a negative latency ({min(lat)} us)"
+    if max(lat) > MAX_INFERENCE_S * 1e6:
+        return f"a latency of {max(lat)} us, longer than the firmware's {MAX_INFERENCE_S:g} s limit"
+    for key in ("min_us", "max_us"):
+        if not _is_int(r.get(key)):
+            return f"'{key}' is {json.dumps(r.get(key))}, not an integer"
+    for key in ("mean_us", "std_us"):
+        if not _is_number(r.get(key)):
+            return f"'{key}' is {json.dumps(r.get(key))}, not a finite number"
+    if r["min_us"] != min(lat) or r["max_us"] != max(lat):
+        return (f"min_us {r['min_us']} and max_us {r['max_us']} are not the smallest and largest of its latencies "
+                f"({min(lat)}, {max(lat)})")
+    mean, std = statistics.fmean(lat), statistics.pstdev(lat)
+    if abs(r["mean_us"] - mean) > STATS_TOLERANCE_US:
+        return f"mean_us {r['mean_us']} is not the mean of its latencies ({mean:.1f} us)"
+    if abs(r["std_us"] - std) > STATS_TOLERANCE_US:
+        return f"std_us {r['std_us']} is not the standard deviation of its latencies ({std:.1f} us)"
+    return None
 
 
 @dataclass(frozen=True)

@@ -125,11 +125,19 @@ def test_the_bench_resolves_each_boards_settings_once() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"trials": 0}, "--trials must be at least 1, got 0"),
-        ({"window": 0.0}, "--window must be a positive number of seconds, got 0.0"),
-        ({"inferences": -5}, "--inferences must be between 1 and 1000, got -5"),
-        ({"accuracy_samples": -1}, "--accuracy-samples must be zero or more, got -1"),
-        ({"warmup": -1}, "--warmup must be zero or more, got -1"),
+        ({"trials": 0}, "--trials must be a whole number from 1 to 1000, got 0"),
+        ({"trials": 10**6}, "--trials must be a whole number from 1 to 1000, got 1000000"),
+        ({"window": 0.0}, "--window must be a number of seconds above 0 and at most 3600, got 0.0"),
+        ({"window": float("inf")}, "--window must be a number of seconds above 0 and at most 3600, got inf"),
+        ({"window": float("nan")}, "--window must be a number of seconds above 0 and at most 3600, got nan"),
+        ({"window": -1.0}, "--window must be a number of seconds above 0 and at most 3600, got -1.0"),
+        ({"window": 1e9}, "--window must be a number of seconds above 0 and at most 3600, got 1000000000.0"),
+        ({"inferences": -5}, "--inferences must be a whole number from 1 to 1000, got -5"),
+        ({"inferences": 1001}, "--inferences must be a whole number from 1 to 1000, got 1001"),
+        ({"accuracy_samples": -1}, "--accuracy-samples must be zero or a positive whole number, got -1"),
+        ({"warmup": -1}, "--warmup must be a whole number from 0 to 100, got -1"),
+        ({"warmup": 101}, "--warmup must be a whole number from 0 to 100, got 101"),  # the firmware's `infer N W`
+        ({"trials": True}, "--trials must be a whole number from 1 to 1000, got True"),
         ({"variants": []}, "--variants names no variant"),
         ({"gate": ["energy_mj=5%"]}, "--gate needs --baseline"),
         ({"gate": ["energy_mj=abc"], "baseline": "latest-main"}, "bad tolerance 'energy_mj=abc'"),
@@ -243,3 +251,77 @@ def test_both_command_lines_default_to_the_campaign_defaults(pytestconfig: pytes
 
     assert options(build_parser().parse_args(["measure"])) == CampaignOptions()
     assert options(pytestconfig._parser.parse_known_args([])) == CampaignOptions()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e9"])
+def test_an_impossible_window_is_one_usage_line_from_both_command_lines(value: str, tmp_path: Path, capsys) -> None:
+    """`--window inf` passed the check and died after flashing (OverflowError); now neither command line starts."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "r.sqlite"
+    assert main(["measure", f"--window={value}", "--variants=baseline-int8", f"--results-db={db}",
+                 f"--report-dir={tmp_path / 'report'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hil: error: --window must be a number of seconds above 0 and at most 3600, got ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "hil", "-p", "no:cacheprovider", "-q", "tests/hil",
+                        f"--window={value}", f"--results-db={db}", f"--report-dir={tmp_path / 'report'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-2000:]  # pytest's usage error, not 14 test errors
+    assert "hil: --window must be a number of seconds above 0 and at most 3600" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not db.exists()  # no run was started, nothing was touched
+
+
+@pytest.mark.slow
+def test_a_campaign_that_crashes_is_recorded_failed_keeps_its_figures_and_is_no_baseline(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """An exception escaping a variant's measurement (a bug, e.g. the OverflowError of `--window inf`): the run
+    is `failed`, what it measured before the crash stays, and `latest-main` keeps the last run that did not crash."""
+    import hil.measure
+
+    monkeypatch.setenv("HIL_GIT_BRANCH", "main")
+    args = measure_args(workspace, "--variants=baseline-int8")
+    assert main(args) == 0, capsys.readouterr().out
+
+    def crash(*_args, **_kw):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(hil.measure, "measure_power", crash)
+    with pytest.raises(OverflowError):
+        main(args)
+    with ResultsStore(workspace / "results.sqlite") as store:
+        good, crashed = store.runs()
+        assert (good.status, crashed.status) == ("passed", "failed")
+        rows = {m.metric: m for m in store.measurements(crashed.id)}
+        assert rows["flash_kb"].valid and rows["arena_kb"].valid  # measured before the crash: kept
+        assert not rows["energy_mj"].valid and "unexpected OverflowError" in rows["energy_mj"].reason
+        assert not any(m.valid for k, m in rows.items() if k in ("latency_ms", "energy_mj", "accuracy"))
+        assert store.resolve("latest-main") == good.id
+
+
+@pytest.mark.slow
+def test_a_session_whose_tests_passed_but_a_variant_crashed_is_not_a_pass(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin's path: it closes the run with its exit status; a crash recorded by any process overrides a
+    green one (e.g. the crashed variant's tests were deselected, or ran on another xdist worker)."""
+    import hil.measure
+
+    def crash(*_args, **_kw):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(hil.measure, "measure_power", crash)
+    campaign = Campaign(_options(workspace, variants=["baseline-int8"]), worker=0)  # a worker records the crash
+    try:
+        with pytest.raises(OverflowError):
+            campaign.measure("baseline-int8")
+    finally:
+        campaign.close()
+    controller = Campaign(_options(workspace, variants=["baseline-int8"]), session=campaign.session)
+    finish = controller.finish("passed")  # what pytest_sessionfinish passes for exit status 0
+    assert finish.status == "failed"
+    with ResultsStore(workspace / "results.sqlite") as store:
+        assert store.run(finish.run_id).status == "failed"
