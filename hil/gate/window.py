@@ -8,7 +8,7 @@ refused with the difference named, never silently compared.
 from __future__ import annotations
 
 from hil.errors import HilError
-from hil.results import MAIN_BRANCHES, ResultsStore, Run
+from hil.results import MAIN_BRANCHES, ResultsStore, Run, crashed
 
 MIN_WINDOW = 3
 # Settings that change what a figure means (run flags); the variant list may differ.
@@ -89,6 +89,9 @@ def baseline_window(store: ResultsStore, ref: str, candidate: Run, *, window: in
     if ids is not None:
         runs = [store.run(i) for i in ids]
         for r in runs:
+            if crashed(r.meta):
+                raise HilError(f"baseline run {r.id} ended in an unexpected error (see its meta, crashes_*); a "
+                               "crashed run is never a baseline: pass other --baseline runs")
             if r.id == candidate.id or remeasure_of(r) == candidate.id:
                 raise HilError(f"run {r.id} is the run being gated (or one of its re-measurements); pass other "
                                "--baseline runs")
@@ -98,7 +101,7 @@ def baseline_window(store: ResultsStore, ref: str, candidate: Run, *, window: in
         return runs
     branches = MAIN_BRANCHES if text == "latest-main" else (text,)
     pool = [r for r in store.runs() if r.git_branch in branches and r.status in ("passed", "failed")
-            and r.id < candidate.id and remeasure_of(r) is None]
+            and r.id < candidate.id and remeasure_of(r) is None and not crashed(r.meta)]
     if not pool:
         raise HilError(f"no finished run on branch {' or '.join(branches)} before run {candidate.id} in "
                        f"{store.path}; measure the base branch first (reference {text!r})")

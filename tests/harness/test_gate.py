@@ -176,10 +176,14 @@ def test_invalid_missing_skipped_and_new_figures(store: ResultsStore) -> None:
 def test_remeasured_sessions_of_other_runs_and_other_branches_are_not_baselines(store: ResultsStore) -> None:
     ids = window(store, 5)
     record_run(store, 1, branch="main", remeasure_of=ids[0])
+    crash = record_run(store, 4, branch="main")
+    store.update_meta(crash, crashes_main={"pruned-int8": "unexpected OverflowError"})
     record_run(store, 2, branch="feature")
     run = record_run(store, 3, branch="feature")
     result = compare(store, run, "main", parse_tolerances(TOLERANCES))
     assert [r.id for r in result.window] == ids
+    with pytest.raises(HilError, match=f"baseline run {crash} ended in an unexpected error"):
+        compare(store, run, f"{ids[0]}-{ids[2]},{crash}", parse_tolerances(TOLERANCES))
 
 
 @pytest.mark.parametrize(
