@@ -20,17 +20,6 @@ STUDY_VARIANTS = (
     "cnn_pruned-default_opt",
     "cnn_pruned-int8_quant",
 )
-#: The map of models/variants.yaml, for runs recorded before the factory stored it with the run.
-DEFAULT_ALIASES = {
-    "cnn_not_optimised-no_opt": "baseline-no_opt",
-    "cnn_not_optimised-default_opt": "baseline-int_fallback",
-    "cnn_not_optimised-int8_quant": "baseline-int8",
-    "cnn_pruned-no_opt": "pruned-no_opt",
-    "cnn_pruned-default_opt": "pruned-int_fallback",
-    "cnn_pruned-int8_quant": "pruned-int8",
-}
-
-
 @dataclass(frozen=True)
 class Published:
     """One row of the study's Table 1 as this project has it; None where it was not transcribed."""
@@ -57,11 +46,14 @@ STUDY_COLUMNS = ("study variant", "variant here", "size KB study", "size KB here
 
 
 def study_aliases(data: ReportData) -> dict[str, str]:
-    """The study name -> variant map the run was measured with (its factory metadata), else the default."""
+    """The study name -> variant map the run was measured with (its factory metadata), else the shipped
+    models/variants.yaml's (runs recorded before the factory stored its map with the run)."""
     stored = data.factory_meta.get("aliases")
-    if isinstance(stored, dict) and any(name in stored for name in STUDY_VARIANTS):
-        return {name: str(stored[name]) for name in STUDY_VARIANTS if name in stored}
-    return dict(DEFAULT_ALIASES)
+    if not (isinstance(stored, dict) and any(name in stored for name in STUDY_VARIANTS)):
+        from models.registry import DEFAULT_CONFIG, load_registry
+
+        stored = load_registry(DEFAULT_CONFIG).config.aliases
+    return {name: str(stored[name]) for name in STUDY_VARIANTS if name in stored}
 
 
 def _kb(v: VariantResult, key: str) -> str:
