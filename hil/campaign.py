@@ -410,6 +410,8 @@ class Campaign:
                      "window_s": o.window, "accuracy_samples": o.accuracy_samples, "data": o.data}
             if o.remeasure_of is not None:
                 flags["remeasure_of"] = o.remeasure_of
+            if o.noise_seed is not None:  # pinned by the user: its re-measurements are pinned from it too
+                flags["noise_seed"] = o.noise_seed
             flags.update(budgets=str(o.budgets), models_config=str(o.models_config or ""),
                          models_dir=str(o.models_dir))
             meta = {"bench_name": str(o.bench), "simulated": self.bench.is_virtual or self.bench.is_emulated,
@@ -777,12 +779,23 @@ def run(options: CampaignOptions, *, progress: Progress = print) -> tuple[Finish
 
 def remeasurer(store, ref: int | str, *, progress: Progress = print) -> Callable[[list[str]], int]:
     """For `hil gate --remeasure`: variants -> the id of a new run that measures them again on the candidate
-    run's bench, as the candidate was measured (settings, injections), recorded as its re-measurement."""
+    run's bench, as the candidate was measured (settings, injections), recorded as its re-measurement.
+
+    Each re-measurement is a new session with its own bench noise; when the candidate's noise seed was pinned
+    (--noise-seed), theirs are derived from it, so a rehearsed gate replays bit for bit."""
+    from hil.gate.window import remeasure_of
+
     cand = store.run(store.resolve(ref))
+    if remeasure_of(cand) is not None:
+        cand = store.run(remeasure_of(cand))
     f = cand.flags
     inject = [f"{i['variant']}:{i['kind']}={i['factor']}" for i in cand.meta.get("inject") or []]
+    sessions = iter(range(1, 1 << 20))
 
     def measure(variants: list[str]) -> int:
+        k = next(sessions)
+        pinned = f.get("noise_seed")
+        seed = None if pinned is None else (int(pinned) * 1_000_003 + k) % (1 << 32)
         options = CampaignOptions(
             bench=Path(cand.bench), budgets=Path(f.get("budgets", _DEFAULT.budgets)), variants=variants,
             models_config=Path(f["models_config"]) if f.get("models_config") else None,
@@ -790,7 +803,7 @@ def remeasurer(store, ref: int | str, *, progress: Progress = print) -> Callable
             inferences=f.get("inferences"), window=f.get("window_s", _DEFAULT.window),
             warmup=f.get("warmup", _DEFAULT.warmup), trials=f.get("trials", _DEFAULT.trials),
             accuracy_samples=f.get("accuracy_samples", _DEFAULT.accuracy_samples), results_db=store.path,
-            report_dir=store.path.parent / "remeasure", remeasure_of=cand.id, inject=inject)
+            report_dir=store.path.parent / "remeasure", remeasure_of=cand.id, inject=inject, noise_seed=seed)
         finish, _ = run(options, progress=progress)
         if finish.run_id is None:
             raise HilError(f"re-measuring {', '.join(variants)} recorded no run")

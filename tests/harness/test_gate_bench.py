@@ -1,5 +1,8 @@
 """The merge gate end to end on the virtual bench with its default bench noise on: real campaigns record ten
-baseline runs on main, candidates are judged against them, an injected regression is re-measured and caught."""
+baseline runs on main, candidates are judged against them, an injected regression is re-measured and caught.
+
+Each session's noise seed is pinned (--noise-seed), and the re-measurements derive theirs from the candidate's,
+so the test replays bit for bit; how often the gate errs over many seeds is benchmarks/bench_gate.py's job."""
 
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ def session(ws: Path, branch: str, monkeypatch: pytest.MonkeyPatch, **kw) -> int
 
 @pytest.mark.slow
 def test_ten_baselines_then_unchanged_candidates_and_an_injected_regression(lab: Path, monkeypatch) -> None:
-    base = [session(lab, "main", monkeypatch) for _ in range(10)]
+    base = [session(lab, "main", monkeypatch, noise_seed=1000 + k) for k in range(10)]
     tol = parse_tolerances(TOLERANCES)
     with ResultsStore(lab / "results.sqlite") as store:
         energies = {m.value for r in base for m in store.measurements(r)
@@ -57,14 +60,14 @@ def test_ten_baselines_then_unchanged_candidates_and_an_injected_regression(lab:
         assert len(energies) == 10  # every session drew its own bench drift
         seeds = {store.run(r).meta["noise"]["seed"] for r in base}
         assert len(seeds) == 10 and all(store.run(r).meta["noise"]["enabled"] for r in base)
-        for _ in range(5):
-            cand = session(lab, "feature", monkeypatch)
+        for k in range(5):
+            cand = session(lab, "feature", monkeypatch, noise_seed=2000 + k)
             result = compare(store, cand, "main", tol)
             print(result.summary())  # shown with pytest -s
             assert not [r for r in result.rows if r.verdict == "REGRESSION"], result.table()
             assert [r.id for r in result.window] == base
 
-        cand = session(lab, "feature", monkeypatch, inject=["pruned-int8:energy=1.05"])
+        cand = session(lab, "feature", monkeypatch, inject=["pruned-int8:energy=1.05"], noise_seed=3000)
         assert store.run(cand).meta["inject"] == [{"variant": "pruned-int8", "kind": "energy", "factor": 1.05}]
         result = compare(store, cand, "main", tol, remeasure=2,
                          measure=remeasurer(store, cand, progress=lambda _: None))
@@ -75,6 +78,9 @@ def test_ten_baselines_then_unchanged_candidates_and_an_injected_regression(lab:
         row = next(r for r in result.rows if (r.variant, r.metric) == ("pruned-int8", "energy_mj"))
         assert row.low > 0 and row.low < 5.0 < row.high, result.table()
         assert result.failed and len(result.sessions) <= 3
+        seeds = set()
         for extra in result.sessions[1:]:  # re-measurements carry the candidate's injection and settings
             r = store.run(extra)
             assert r.flags["remeasure_of"] == cand and r.meta["inject"] == store.run(cand).meta["inject"]
+            seeds.add(r.meta["noise"]["seed"])
+        assert len(seeds) == len(result.sessions) - 1 and 3000 not in seeds  # new sessions, new drifts
