@@ -48,7 +48,8 @@ BOOT_BANNER = (
 )
 MAX_LINE_CHARS = wire.MAX_LINE_BYTES + 1
 INJECT_KINDS = ("energy", "power", "latency")  # energy, power: Invoke() current x factor; latency: durations x factor
-INFER_USAGE = "usage: infer N [W [GAP_MS]] with 1 <= N <= 1000, 0 <= W <= 100, 0 <= GAP_MS <= 1000"
+INFER_USAGE = (f"usage: infer N [W [GAP_MS]] with 1 <= N <= {wire.INFER_MAX_N}, 0 <= W <= {wire.INFER_MAX_WARMUP}, "
+               f"0 <= GAP_MS <= {wire.INFER_MAX_GAP_MS}")
 
 
 class CommandError(Exception):
@@ -480,9 +481,9 @@ class DeviceCore:
 
     def _cmd_infer(self, args: list[str], interrupt: Callable[[], None] | None) -> dict[str, Any]:
         _nargs(args, 1, 3, INFER_USAGE)
-        n = _uint(args[0], "N", 1, 1000)
-        w = _uint(args[1], "W", 0, 100) if len(args) > 1 else 0
-        gap = _uint(args[2], "GAP_MS", 0, 1000) if len(args) > 2 else 0
+        n = _uint(args[0], "N", 1, wire.INFER_MAX_N)
+        w = _uint(args[1], "W", 0, wire.INFER_MAX_WARMUP) if len(args) > 1 else 0
+        gap = _uint(args[2], "GAP_MS", 0, wire.INFER_MAX_GAP_MS) if len(args) > 2 else 0
         m = self._require_model()
         self._invoke(m)  # the real kernels once: an invalid model or input fails here
         if self.noise is not None:  # one trial (capture) of the variant: its bench-noise gain from now on
