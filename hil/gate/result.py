@@ -102,7 +102,8 @@ class GateResult:
         if not self.failed:
             extra = f" ({parts}; policy {self.policy})" if parts else ""
             return f"gate passed: {len(self.rows)} figures, {sessions}{extra}"
-        return f"gate FAILED: {parts} of {len(self.rows)} figures, {sessions} (policy {self.policy} for INCONCLUSIVE)"
+        policy = f" (policy {self.policy} for INCONCLUSIVE)" if self.inconclusive else ""
+        return f"gate FAILED: {parts} of {len(self.rows)} figures, {sessions}{policy}"
 
     def _header(self) -> list[str]:
         w = self.window
