@@ -748,6 +748,7 @@ def run(options: CampaignOptions, *, progress: Progress = print) -> tuple[Finish
     """
     campaign = Campaign(options, progress=progress)
     selected, _ = campaign.plan()
+    campaign.bench  # noqa: B018  a bad bench file is refused before any model is built, not after
     options.check_outputs()
     verdicts: dict[str, dict[str, Verdict]] = {}
     status = "passed"

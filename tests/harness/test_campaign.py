@@ -325,3 +325,14 @@ def test_a_session_whose_tests_passed_but_a_variant_crashed_is_not_a_pass(
     assert finish.status == "failed"
     with ResultsStore(workspace / "results.sqlite") as store:
         assert store.run(finish.run_id).status == "failed"
+
+
+def test_hil_measure_refuses_a_bad_bench_file_before_building_any_model(tmp_path: Path, capsys) -> None:
+    """The factory (minutes of training on a cold cache) must not run for a bench file that cannot be used."""
+    (tmp_path / "variants.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    (tmp_path / "budgets.yaml").write_text(yaml.safe_dump(BUDGETS))
+    (tmp_path / "bench.yaml").write_text("version: 1\nboards:\n  - name: esp32-0\n    chip: esp33\n")
+    rc = main(measure_args(tmp_path, "--variants=baseline-int8"))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("hil: error: ") and "bench.yaml" in err and err.count("\n") == 1
+    assert not (tmp_path / "models").exists() and not (tmp_path / "results.sqlite").exists()
