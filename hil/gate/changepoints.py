@@ -37,13 +37,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hil.errors import HilError
+from hil.gate.stats import quantile
 from hil.metrics import METRICS
 
 ALPHA = 0.002  # false-alarm level of one detection over every series and split tested: ~0.05 over 21 nights
@@ -154,14 +154,6 @@ def select_runs(history: pd.DataFrame, *, branch: str | None = None, simulated: 
 def _ids(ids: list[int]) -> str:
     shown = ", ".join(map(str, ids[:5]))
     return shown + (f", ... {len(ids)} in all" if len(ids) > 5 else "")
-
-
-@lru_cache(maxsize=4096)
-def _t_quantile(p: float, df: float) -> float:
-    """Upper quantile of Student's t (scipy), the normal one when df is large."""
-    from scipy import special
-
-    return float(-special.stdtrit(df, p)) if df < 1e4 else float(-special.ndtri(p))
 
 
 @dataclass
@@ -312,10 +304,15 @@ def detect(history: pd.DataFrame, *, branch: str | None = None, metrics: Iterabl
     tests = sum(max(int(n) - 1, 0) for b in blocks for n in np.sum(~np.isnan(b.x), axis=0))
     min_seg = 1 + confirm_runs
     found: list[ChangePoint] = []
+    level = alpha / (2 * max(tests, 1))
+
+    def segments(series: list[_Series]) -> list[list[tuple[int, float]]]:
+        return [_segment(s.y / s.sigma, quantile(level, s.df), min_seg) if len(s.y) >= min_runs else []
+                for s in series]
+
     for block in blocks:
         series = _series(block, cancel_shared)
-        splits = [_segment(s.y / s.sigma, _t_quantile(alpha / (2 * max(tests, 1)), s.df), min_seg)
-                  if len(s.y) >= min_runs else [] for s in series]
+        splits = segments(series)
         if cancel_shared and any(splits):  # second pass: the night drift without the steps just found
             offsets = np.zeros_like(block.x)
             for j, (s, sp) in enumerate(zip(series, splits, strict=True)):
@@ -323,8 +320,7 @@ def detect(history: pd.DataFrame, *, branch: str | None = None, metrics: Iterabl
                 for a, b in zip(bounds[1:-1], bounds[2:], strict=True):
                     offsets[s.positions[a:b], j] = s.y[a:b].mean() - s.y[: bounds[1]].mean()
             series = _series(block, cancel_shared, offsets)
-            splits = [_segment(s.y / s.sigma, _t_quantile(alpha / (2 * max(tests, 1)), s.df), min_seg)
-                      if len(s.y) >= min_runs else [] for s in series]
+            splits = segments(series)
         for s, sp in zip(series, splits, strict=True):
             bounds = [0, *(k for k, _ in sp), len(s.y)]
             for i, (k, z) in enumerate(sp):
@@ -345,7 +341,7 @@ def _change(s: _Series, k: int, z: float, a: int, b: int, commits: np.ndarray, r
         if z_rest * math.copysign(1.0, diff) < CONFIRM_Z:
             return []
     se = s.sigma * math.sqrt(1 / len(before) + 1 / len(after))
-    q = _t_quantile(0.025, s.df)
+    q = quantile(0.025, s.df)
     lo, hi = diff - q * se, diff + q * se
     if s.log:
         size, low, high = (100 * math.expm1(v) for v in (diff, lo, hi))

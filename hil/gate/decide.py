@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hil.errors import HilError
 from hil.gate.stats import (
-    MIN_SHARED,
+    MIN_SESSIONS,
     MetricEstimate,
     Scale,
     estimate_metric,
@@ -104,7 +104,7 @@ def judge(baseline: list[Session], candidate: list[Session], tolerances: dict, *
     alpha_row = alpha / max(family, 1) / max(looks, 1)
     beta_row = miss / max(looks, 1)
     if check_resolvable:
-        _check_resolvable(per_metric, tolerances, baseline, alpha_row, beta_row, looks)
+        _check_resolvable(per_metric, tolerances, baseline, alpha_row, looks)
     out = []
     for metric, (scale, base, cand, noise, _noisy) in per_metric.items():
         out.append(estimate_metric(metric, scale, base, cand, alpha_row=alpha_row, beta_row=beta_row,
@@ -114,19 +114,17 @@ def judge(baseline: list[Session], candidate: list[Session], tolerances: dict, *
 
 
 def _check_resolvable(per_metric: dict, tolerances: dict, baseline: list[Session], alpha_row: float,
-                      beta_row: float, looks: int) -> None:
+                      looks: int) -> None:
     """A tolerance the bench's noise could not resolve even with RESOLVE_SESSIONS sessions is a usage error."""
     for metric, (scale, _base, _cand, noise, noisy) in per_metric.items():
         if not noisy:
             continue
-        if len(baseline) < 3:
+        if len(baseline) < MIN_SESSIONS:
             raise HilError(f"{metric}: {len(baseline)} baseline run(s) is too few to estimate the bench's noise; "
-                           "the gate needs at least 3 runs on the base branch (measure more, or widen "
-                           "--baseline-window)")
-        n_shared = max(SESSION_SIZE, MIN_SHARED)
+                           f"the gate needs at least {MIN_SESSIONS} runs on the base branch (measure more, or "
+                           "widen --baseline-window)")
         sessions = max(looks, RESOLVE_SESSIONS)
-        smallest = smallest_resolvable(noise, alpha_row=alpha_row, beta_row=beta_row, sessions=sessions,
-                                       n_shared=n_shared)
+        smallest = smallest_resolvable(noise, alpha_row=alpha_row, sessions=sessions, n_shared=SESSION_SIZE)
         if smallest >= scale.tol:
             tol = tolerances[metric]
             sd = noise.between_sd if noise.shared else noise.total_sd

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from hil.errors import HilError
-from hil.gate.decide import DEFAULT_ALPHA, DEFAULT_MISS, SESSION_SIZE, Session
-from hil.gate.stats import Scale, session_matrix, smallest_resolvable, window_noise
-from hil.gate.window import MIN_WINDOW, kind, remeasure_of
+from hil.gate.decide import DEFAULT_ALPHA, SESSION_SIZE, Session
+from hil.gate.stats import MIN_SESSIONS, Scale, session_matrix, smallest_resolvable, window_noise
+from hil.gate.window import branch_runs, kind
 from hil.metrics import METRICS
-from hil.results import MAIN_BRANCHES, ResultsStore, Run
+from hil.results import ResultsStore, Run
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,7 @@ class NoiseRow:
 
 
 def _runs(store: ResultsStore, branch: str | None, last: int) -> list[Run]:
-    branches = MAIN_BRANCHES if branch in (None, "latest-main") else (branch,)
-    runs = [r for r in store.runs() if r.git_branch in branches and r.status in ("passed", "failed")
-            and remeasure_of(r) is None]
+    runs = branch_runs(store, "latest-main" if branch is None else branch)
     kinds = {kind(r) for r in runs}
     if len(kinds) > 1:
         newest = kind(runs[-1])
@@ -47,13 +45,12 @@ def _runs(store: ResultsStore, branch: str | None, last: int) -> list[Run]:
 
 
 def estimate(store: ResultsStore, *, branch: str | None = "main", metrics: list[str] | None = None,
-             last: int = 30, alpha: float = DEFAULT_ALPHA, miss: float = DEFAULT_MISS,
-             family: int = 40) -> list[NoiseRow]:
+             last: int = 30, alpha: float = DEFAULT_ALPHA, family: int = 40) -> list[NoiseRow]:
     """Noise rows of the newest `last` finished runs of `branch` (one bench kind: the newest run's)."""
     runs = _runs(store, branch, last)
-    if len(runs) < MIN_WINDOW:
+    if len(runs) < MIN_SESSIONS:
         raise HilError(f"{len(runs)} finished run(s) on branch {branch or 'main'} in {store.path}: at least "
-                       f"{MIN_WINDOW} are needed to estimate the noise between runs")
+                       f"{MIN_SESSIONS} are needed to estimate the noise between runs")
     names = metrics or [m for m in METRICS if METRICS[m].budget]
     sessions = [Session(store.trial_values(r.id), r.id) for r in runs]
     out: list[NoiseRow] = []
@@ -80,8 +77,8 @@ def estimate(store: ResultsStore, *, branch: str | None = "main", metrics: list[
         noise = window_noise(y)
         alpha_row = alpha / family
         resolvable = tuple(
-            smallest_resolvable(noise, alpha_row=alpha_row / k, beta_row=miss / k, sessions=k,
-                                n_shared=SESSION_SIZE) * 100 for k in (1, 2, 3))
+            smallest_resolvable(noise, alpha_row=alpha_row / k, sessions=k, n_shared=SESSION_SIZE) * 100
+            for k in (1, 2, 3))
         out.append(NoiseRow("*", metric, y.shape[0], None, noise.total_sd * 100,
                             noise.shared_sd * 100 if noise.shared else None,
                             noise.between_sd * 100 if noise.shared else None, resolvable))

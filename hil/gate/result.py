@@ -202,11 +202,6 @@ def _num(x: float | None, unit: str) -> str:
     return "-" if x is None else f"{x:.4g} {unit}".rstrip()
 
 
-def _session(store: ResultsStore, run_id: int, metrics: set[str]) -> Session:
-    vals = {k: v for k, v in store.trial_values(run_id).items() if k[1] in metrics}
-    return Session(vals, run_id)
-
-
 def _unscored_rows(store: ResultsStore, window: list[Run], sessions: list[int],
                    tolerances: dict[str, Tolerance]) -> tuple[list[GateRow], set[tuple[str, str]]]:
     """Rows for gated figures that cannot be estimated: invalid, missing, skipped or new; and the keys to skip."""
@@ -264,11 +259,10 @@ def compare(store: ResultsStore, run: int | str, baseline: int | str, tolerances
     runs = baseline_window(store, str(baseline), cand, window=window)
     sessions = [r.id for r in candidate_sessions(store, cand)]
     unscored, drop = _unscored_rows(store, runs, sessions, tolerances)
-    metrics = set(tolerances)
-
     def load(run_id: int) -> Session:
-        s = _session(store, run_id, metrics)
-        return Session({k: v for k, v in s.values.items() if k not in drop}, run_id)
+        """A run's trial values of the gated figures that can be estimated."""
+        return Session({k: v for k, v in store.trial_values(run_id).items()
+                        if k[1] in tolerances and k not in drop}, run_id)
 
     base = [load(r.id) for r in runs]
     cands = [load(i) for i in sessions]

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
-from scipy import stats as st
 
 SHIFT = "*"  # the row of the shift shared by every variant of a session
 MIN_SHARED = 4  # variants a session needs for its shared shift to be estimated and removed
@@ -140,9 +140,14 @@ def rows_in_family(noisy: bool, n_variants: int, shared: bool) -> int:
     return (n_variants + (1 if shared else 0)) if noisy else 0
 
 
+@lru_cache(maxsize=4096)
 def quantile(alpha_row: float, df: float) -> float:
-    """One-sided Student-t quantile (normal when df is huge)."""
-    return float(st.t.ppf(1.0 - alpha_row, max(df, 1.0)))
+    """Upper one-sided Student-t quantile (the normal one for infinite df): the gate's intervals and the
+    change points' thresholds both take theirs from here."""
+    from scipy import special
+
+    df = max(df, 1.0)
+    return float(-special.ndtri(alpha_row)) if math.isinf(df) else float(-special.stdtrit(df, alpha_row))
 
 
 @dataclass
@@ -247,8 +252,7 @@ def estimate_metric(
     return MetricEstimate(metric, scale, rows, w.between_sd, w.shared_sd, w.total_sd, shared, yb.shape[0], notes)
 
 
-def smallest_resolvable(noise: WindowNoise, *, alpha_row: float, beta_row: float, sessions: int,
-                        n_shared: int) -> float:
+def smallest_resolvable(noise: WindowNoise, *, alpha_row: float, sessions: int, n_shared: int) -> float:
     """The smallest worsening (scale units) a variant's row can tell from no change, half the time, after
     `sessions` sessions: a tolerance below it cannot be gated on this bench."""
     sd, df = (noise.between_sd, noise.between_df) if noise.shared else (noise.total_sd, noise.total_df)
@@ -256,5 +260,4 @@ def smallest_resolvable(noise: WindowNoise, *, alpha_row: float, beta_row: float
     var = 1.0 / sessions + 1.0 / max(k, 1.0)
     if noise.shared:
         var += MEDIAN_VAR / max(n_shared, 1) / sessions
-    del beta_row
     return quantile(alpha_row, df) * sd * math.sqrt(var)

@@ -8,9 +8,9 @@ refused with the difference named, never silently compared.
 from __future__ import annotations
 
 from hil.errors import HilError
+from hil.gate.stats import MIN_SESSIONS
 from hil.results import MAIN_BRANCHES, ResultsStore, Run, crashed
 
-MIN_WINDOW = 3
 # Settings that change what a figure means (run flags); the variant list may differ.
 SETTINGS = ("trials", "warmup", "inferences", "window_s", "accuracy_samples", "data")
 
@@ -79,6 +79,14 @@ def _ids(text: str) -> list[int] | None:
     return out
 
 
+def branch_runs(store: ResultsStore, ref: str) -> list[Run]:
+    """The finished ordinary runs (not re-measurements) of branch `ref` (`latest-main`: main or master), oldest
+    first: the runs a baseline window or a noise estimate is taken from."""
+    branches = MAIN_BRANCHES if ref == "latest-main" else (ref,)
+    return [r for r in store.runs() if r.git_branch in branches and r.status in ("passed", "failed")
+            and remeasure_of(r) is None]
+
+
 def baseline_window(store: ResultsStore, ref: str, candidate: Run, *, window: int) -> list[Run]:
     """The baseline runs for `candidate`: `ref` is a branch (`main`; `latest-main` = main or master: its last
     `window` finished runs before the candidate) or run ids (`41`, `31-40`, `31,33,35`)."""
@@ -100,16 +108,15 @@ def baseline_window(store: ResultsStore, ref: str, candidate: Run, *, window: in
                 raise HilError(diff[0] + "; gate against runs measured the same way")
         return runs
     branches = MAIN_BRANCHES if text == "latest-main" else (text,)
-    pool = [r for r in store.runs() if r.git_branch in branches and r.status in ("passed", "failed")
-            and r.id < candidate.id and remeasure_of(r) is None and not crashed(r.meta)]
+    pool = [r for r in branch_runs(store, text) if r.id < candidate.id and not crashed(r.meta)]
     if not pool:
         raise HilError(f"no finished run on branch {' or '.join(branches)} before run {candidate.id} in "
                        f"{store.path}; measure the base branch first (reference {text!r})")
     alike = [r for r in pool if not differences(candidate, r)]
-    if len(alike) < MIN_WINDOW:
+    if len(alike) < MIN_SESSIONS:
         unlike = [r for r in pool if differences(candidate, r)]
         if unlike:
             raise HilError(differences(candidate, unlike[-1])[0] + f"; only {len(alike)} run(s) on "
                            f"{' or '.join(branches)} were measured like run {candidate.id} (the gate needs "
-                           f"{MIN_WINDOW})")
+                           f"{MIN_SESSIONS})")
     return alike[-window:]
