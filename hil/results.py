@@ -289,7 +289,7 @@ class ResultsStore:
             if version == SCHEMA_VERSION:
                 return
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            foreign = tables - {"runs", "measurements", "artifacts", "variants", "outcomes", "trials"}
+            foreign = tables - set(_TABLES)
             if foreign:
                 raise HilError(
                     f"{self.path}: not a results database (it holds tables {', '.join(sorted(foreign))}); "
