@@ -7,6 +7,7 @@ virtual bench to rehearse the harness's recovery (docs/faults.md); a real bench 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,24 @@ class MeterConfig(_Strict):
         return self.resource == VIRTUAL
 
 
+class TflmConfig(_Strict):
+    """A TFLM library the user built for the emulated STM32F405 port (`port: qemu`): the tflite-micro tree and its
+    `libtensorflow-microlite.a` for cortex-m4+fp. Absolute paths; `~` and `$VARS` are expanded."""
+
+    dir: str
+    lib: str
+    compression: bool = False  # the library is built with USE_TFLM_COMPRESSION
+
+    @model_validator(mode="after")
+    def _absolute(self) -> TflmConfig:
+        for key in ("dir", "lib"):
+            value = os.path.expandvars(os.path.expanduser(getattr(self, key)))
+            if not os.path.isabs(value):
+                raise ValueError(f"tflm {key} {getattr(self, key)!r} must be an absolute path (~ and $VARS work)")
+            setattr(self, key, value)
+        return self
+
+
 class BoardConfig(_Strict):
     """One device under test: its serial port (or `virtual`) and what the firmware is configured with."""
 
@@ -104,9 +123,13 @@ class BoardConfig(_Strict):
     meter: MeterConfig | None = None  # this board's own power meter; default: the bench's meter
     shunt: ShuntConfig | None = None  # this board's own shunt; default: the bench's shunt
     supply_volts: float | None = Field(None, gt=0, le=60)  # this board's supply; default: the bench's
+    tflm: TflmConfig | None = None  # port qemu: link this TFLM build instead of the fake model runner
 
     @model_validator(mode="after")
     def _chip_clock(self) -> BoardConfig:
+        if self.tflm is not None and self.port != QEMU:
+            raise ValueError("tflm: names the TFLM library of the emulated STM32F405 port (port: qemu); a real "
+                             "board's firmware is built by ESP-IDF with esp-tflite-micro")
         if self.cpu_mhz is None:
             self.cpu_mhz = CHIP_MAX_MHZ[self.chip]
         elif self.cpu_mhz > CHIP_MAX_MHZ[self.chip]:

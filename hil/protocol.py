@@ -38,6 +38,7 @@ from hil.wire import (
     TensorSpec,
     Version,
     crc32_hex,
+    fatal_reason,
     latency_stats,
     looks_like_reply,
     parse_reply,
@@ -51,6 +52,7 @@ SYNC_TRIES = 4  # `sync` requests per resynchronisation (each reply is ~50 bytes
 HELLO_TRIES = 10  # `hello` requests after garbage (its reply is ~700 bytes; a silent board fails after two)
 UPLOAD_TRIES_V2 = 5  # whole uploads (~1.4 KB each) per input when replies are lost to link noise, version 2
 LINK_LOST = "LINK_LOST"  # host-side code: a command that must not be re-issued was lost; the link is resynced
+FATAL = "FATAL"  # host-side code: the board stopped (`hil-fatal`) or restarted after a crash
 
 
 class DutError(HilError):
@@ -70,6 +72,11 @@ class DutError(HilError):
 
 class DutTimeout(DutError):
     """The device did not reply within the protocol's deadline plus the transport margin."""
+
+
+class DutFatal(DutError):
+    """The board stopped for good (`hil-fatal`: out of memory, abort, a fault) or restarted after a crash:
+    never retried, and nothing of the command it was running is a figure."""
 
 
 class _Garbage(Exception):
@@ -209,6 +216,11 @@ class DutClient:
                 )
             reply = parse_reply(line, require_crc=self._crc_required)
             if reply is None:
+                fatal = fatal_reason(line)
+                if fatal is not None:
+                    self._note(line, is_log=True)
+                    raise DutFatal(f"the board on {self.port} stopped during '{name}': {fatal}",
+                                   code=FATAL, lines=list(self.last_lines))
                 if READY_MARK in line:
                     self._note(line, is_log=True)
                     raise _BoardReset(line)
@@ -522,7 +534,9 @@ __all__ = [
     "LINK_LOST",
     "DutClient",
     "DutError",
+    "DutFatal",
     "DutTimeout",
+    "FATAL",
     "Hello",
     "InferResult",
     "ModelId",

@@ -43,49 +43,91 @@ class QemuFirmware:
     seconds: float
 
 
-def _sources_hash(extra: str = "") -> str:
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sources_hash(extra: str = "", tflm_lib: Path | None = None) -> str:
+    """The build's key: the port's sources, the core, the options and the TFLM library's content (not its path:
+    a library rebuilt in place is a new library)."""
     h = hashlib.sha256(extra.encode())
     files = [p for p in sorted(STM32_DIR.iterdir()) if p.is_file()]
     files += sorted((FIRMWARE_DIR / "main" / "core").iterdir()) + sorted((FIRMWARE_DIR / "cmake").iterdir())
     files += [FIRMWARE_DIR / "main" / "ops.txt", FIRMWARE_DIR / "main" / "tflm_runner.cpp",
-              FIRMWARE_DIR / "host" / "fakes.hpp"]
+              FIRMWARE_DIR / "main" / "tflm_runner.hpp", FIRMWARE_DIR / "host" / "fakes.hpp"]
     for path in files:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
+    if tflm_lib is not None:
+        h.update(b"tflm-lib\0" + _file_digest(tflm_lib).encode())
     return h.hexdigest()
 
 
+BUILD_LOG = "build.log"  # in the build folder: every configure and build line with its output
+
+
 def build_firmware(build_dir: Path = DEFAULT_BUILD_DIR, *, tflm_dir: Path | None = None,
-                   tflm_lib: Path | None = None) -> QemuFirmware:
-    """Compile the STM32F405 port (cached by source hash; safe against concurrent builds).
+                   tflm_lib: Path | None = None, tflm_compression: bool = False,
+                   defines: dict[str, str | int] | None = None) -> QemuFirmware:
+    """Compile the STM32F405 port (cached by the hash of its sources and options; safe against concurrent builds).
 
     Without `tflm_dir` the port links the host tests' fake model runner (no TFLM sources here); with a
     tflite-micro checkout and its `libtensorflow-microlite.a` for cortex-m4+fp it links the real runner.
+    `defines` are extra CMake cache entries (tests: `HIL_FAKE_LEAK_PER_INVOKE`). A failed build names its log,
+    `build_dir/build.log`, which holds every command and its whole output.
     """
     missing = [t for t in ("arm-none-eabi-g++", "cmake", "make") if shutil.which(t) is None]
     if missing:
         raise HilError(f"the STM32F405 firmware needs {', '.join(missing)}: {APT_HINT}")
+    if (tflm_dir is None) != (tflm_lib is None):
+        raise HilError("a TFLM build of the STM32F405 port needs both the tflite-micro tree and its library "
+                       "(bench file: tflm: {dir: ..., lib: ...}; firmware/README.md)")
+    if tflm_lib is not None and not Path(tflm_lib).is_file():
+        raise HilError(f"TFLM library {tflm_lib} does not exist; build libtensorflow-microlite.a for cortex-m4+fp "
+                       "(firmware/README.md) and name it in the bench file's tflm: lib:")
     build_dir.mkdir(parents=True, exist_ok=True)
     result = QemuFirmware(build_dir / "hil_stm32f405.elf", build_dir / "hil_json_selftest.elf", 0.0)
-    options = [f"-DTFLM_DIR={tflm_dir or ''}", f"-DTFLM_LIB={tflm_lib or ''}"]
-    digest = _sources_hash(" ".join(options))
+    options = [f"-DTFLM_DIR={tflm_dir or ''}", f"-DTFLM_LIB={tflm_lib or ''}",
+               f"-DHIL_TFLM_COMPRESSION={'ON' if tflm_compression else 'OFF'}"]
+    options += [f"-D{key}={value}" for key, value in sorted((defines or {}).items())]
+    digest = _sources_hash(" ".join(options), Path(tflm_lib) if tflm_lib is not None else None)
     stamp = build_dir / ".sources-sha256"
+    log_path = build_dir / BUILD_LOG
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if result.firmware.exists() and result.json_selftest.exists() and stamp.exists() \
                 and stamp.read_text() == digest:
             return result
+        stamp.unlink(missing_ok=True)
         t0 = time.monotonic()
         steps = [["cmake", "-S", str(STM32_DIR), "-B", str(build_dir),
                   f"-DCMAKE_TOOLCHAIN_FILE={STM32_DIR / 'arm-none-eabi.cmake'}", *options],
                  ["cmake", "--build", str(build_dir), "-j", str(os.cpu_count() or 2)]]
-        for cmd in steps:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = (proc.stdout[-1500:] + proc.stderr[-1500:]).strip().splitlines()[-1:] or ["(no output)"]
-                raise HilError(f"STM32F405 firmware build failed ({' '.join(cmd[:2])} ...): {tail[0]}; "
-                               f"build log in {build_dir}")
+        with open(log_path, "w") as log:
+            for cmd in steps:
+                log.write("$ " + " ".join(cmd) + "\n")
+                log.flush()
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+                if proc.returncode != 0:
+                    log.flush()
+                    raise HilError(f"STM32F405 firmware build failed ({' '.join(cmd[:2])} ...): "
+                                   f"{_first_error(log_path)}; build log in {log_path}")
         stamp.write_text(digest)
         return QemuFirmware(result.firmware, result.json_selftest, time.monotonic() - t0)
+
+
+def _first_error(log_path: Path) -> str:
+    """The line of a build log that says what went wrong first (a compiler error, CMake's error), else its last."""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "error:" in line or "Error:" in line or line.startswith("CMake Error"):
+            if line.startswith("CMake Error") and i + 1 < len(lines):
+                return f"{line} {lines[i + 1]}"
+            return line
+    return lines[-1] if lines else "(no output)"
 
 
 def qemu_command(elf: Path, image: Path | None = None, *, shift: int = ICOUNT_SHIFT,

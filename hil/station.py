@@ -7,6 +7,7 @@ picks the implementation; nothing else in the harness knows whether the pair is 
 
 from __future__ import annotations
 
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -210,15 +211,20 @@ class QemuStation(Station):
         self._board = None  # hil.qemu.QemuBoard
 
     def start(self) -> QemuStation:
-        from hil.qemu import QemuBoard, build_firmware, qemu_missing_reason
+        from hil.qemu import DEFAULT_BUILD_DIR, QemuBoard, build_firmware, qemu_missing_reason
 
         reason = qemu_missing_reason()
         if reason is not None:
             raise AppUnavailable(reason)
         if self._board is None:
+            tflm = self.spec.board.tflm
             try:
-                firmware = build_firmware()
+                firmware = build_firmware() if tflm is None else build_firmware(
+                    DEFAULT_BUILD_DIR.parent / "build-tflm", tflm_dir=Path(tflm.dir), tflm_lib=Path(tflm.lib),
+                    tflm_compression=tflm.compression)
             except HilError as exc:
+                if tflm is not None and shutil.which("arm-none-eabi-g++") is not None:
+                    raise  # the user's TFLM build failed: an error to fix, not a bench to skip
                 raise AppUnavailable(str(exc)) from None
             self._board = QemuBoard(firmware)
         return self

@@ -21,6 +21,9 @@ MAX_LINE_BYTES = 1024  # a command line's limit before its terminator
 CHUNK_MAX_BYTES = 750  # the most tensor bytes one `data` line carries
 REPLY_PREFIX = "@hil "
 READY_MARK = "hil-ready"
+FATAL_MARK = "hil-fatal"  # `hil-fatal REASON`: the board's last line before it stops (spec, "Fatal stops")
+# `hil-ready protocol=2 reset=REASON`: the resets that mean the firmware crashed (spec, "Fatal stops")
+CRASH_RESETS = ("panic", "watchdog", "brownout")
 MAX_INFERENCE_S = 10.0  # the longest inference the firmware accepts (spec, "Timeouts")
 INFER_MAX_N = 1000  # `infer N [W [GAP_MS]]`: 1 <= N <= 1000, 0 <= W <= 100, 0 <= GAP_MS <= 1000 (spec)
 INFER_MAX_WARMUP = 100
@@ -53,6 +56,19 @@ UPLOAD_ERRORS = (E_BASE64, E_CRC, E_STATE, E_LENGTH)  # a failed upload the host
 def ready_banner(version: int = PROTOCOL_VERSION) -> str:
     """The log line a device prints when it (re)boots: `hil-ready protocol=2`."""
     return f"{READY_MARK} protocol={version}"
+
+
+def fatal_reason(line: str) -> str | None:
+    """Why the board stopped, from a log line: `hil-fatal REASON`, or a boot line naming a crash reset
+    (`hil-ready protocol=2 reset=panic`); None for any other line."""
+    text = line.strip()
+    if text.startswith(FATAL_MARK + " ") or text == FATAL_MARK:
+        return text[len(FATAL_MARK):].strip() or "no reason given"
+    if READY_MARK in text:
+        for token in text[text.index(READY_MARK):].split():
+            if token.startswith("reset=") and token[6:] in CRASH_RESETS:
+                return f"it restarted after a crash (reset reason: {token[6:]})"
+    return None
 
 
 def split_command(line: str) -> list[str]:

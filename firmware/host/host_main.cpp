@@ -127,7 +127,8 @@ int main(int argc, char** argv) {
     board.board = "host-core";
     board.board_id = "00:00:00:00:00:00";
     board.simulated = true;
-    Device device(board, clock, marker, runner, serial, system);
+    FakeMemory memory;
+    Device device(board, clock, marker, runner, serial, system, memory);
     system.on_restart = [&device] { device.announce_ready(); };
 
     if (check_ops) device.set_operator_check(&firmware_operators(), firmware_has_tflm_compression());

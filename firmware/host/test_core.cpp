@@ -10,6 +10,10 @@
 #include "core/base64.hpp"
 #include "core/crc32.hpp"
 #include "core/device.hpp"
+#include "core/fatal.hpp"
+#include "core/log_tail.hpp"
+#include "core/memory.hpp"
+#include "core/op_profile.hpp"
 #include "core/json_writer.hpp"
 #include "core/model_image.hpp"
 #include "core/model_ops.hpp"
@@ -28,7 +32,7 @@ const uint8_t* u8(const char* s) { return reinterpret_cast<const uint8_t*>(s); }
 struct Bench {
     explicit Bench(FakeModelSpec spec = {}, uint32_t arena = 65536)
         : clock(240000000u), marker(4), runner(clock, &marker, spec),
-          device(BoardInfo{}, clock, marker, runner, serial, system) {
+          device(BoardInfo{}, clock, marker, runner, serial, system, memory) {
         const uint8_t fb[40] = {1, 2, 3};
         image = make_model_image(fb, sizeof fb, arena);
         device.load_model_image(image.data(), image.size(), 65536);
@@ -45,6 +49,7 @@ struct Bench {
     FakeRunner runner;
     StringSerial serial;
     CallbackSystem system;
+    FakeMemory memory;
     Device device;
     std::vector<uint8_t> image;
 };
@@ -350,7 +355,7 @@ TEST("hello reports model, arena, tensors and ops") {
     const uint8_t fb[40] = {1, 2, 3};
     CHECK(has(r, "\"crc32\":\"" + crc32_hex(crc32(fb, 40)) + "\""));
     CHECK(has(r, "\"sha256\":\"" + sha256_hex(fb, 40) + "\",\"bytes\":40"));
-    CHECK(has(r, "\"arena\":{\"configured\":65536,\"used\":30512}"));
+    CHECK(has(r, "\"arena\":{\"configured\":65536,\"used\":30512,\"requested\":65536}"));
     CHECK(has(r, "\"input\":{\"shape\":[1,32,32,1],\"dtype\":\"int8\""));
     CHECK(has(r, "\"zero_point\":-128,\"bytes\":1024"));
     CHECK(has(r, "\"ops\":[\"CONV_2D\",\"MAX_POOL_2D\""));
@@ -633,3 +638,192 @@ TEST("sync echoes its token and changes nothing") {
     CHECK_EQ(b.system.restarts, 0);
 }
 
+
+// --- memory: the arena against the heap, the protocol's reserve ------------------------------------------
+
+TEST("fit_arena: the whole request when it fits beside the reserve, else the most that does, else a reason") {
+    std::string error;
+    CHECK_EQ(fit_arena(50000, 100000, true, 20000, error), 50000u);
+    CHECK_EQ(fit_arena(90000, 100000, true, 20000, error), 80000u);   // cut to what leaves the reserve
+    CHECK_EQ(fit_arena(90000, 100007, true, 20000, error), 80000u);   // rounded down to 16
+    CHECK_EQ(fit_arena(90000, 100000, false, 20000, error), 90000u);  // PSRAM: the reserve is elsewhere
+    CHECK(error.empty());
+    CHECK_EQ(fit_arena(90000, 20500, true, 20000, error), 0u);
+    CHECK(has(error, "largest free block is 20500 bytes and the protocol keeps 20000; the model asks for 90000"));
+}
+
+TEST("shrink_arena: down by the deficit while TFLM's measured use still fits") {
+    CHECK_EQ(shrink_arena(100000, 60000, 10000), 90000u);
+    CHECK_EQ(shrink_arena(100000, 60000, 10001), 89984u);  // rounded down to 16: the whole deficit comes back
+    CHECK_EQ(shrink_arena(100000, 95000, 10000), 0u);      // the model needs more than would remain
+    CHECK_EQ(shrink_arena(1000, 0, 5000), 0u);
+}
+
+TEST("protocol_reserve grows with the input, the output and the operator count") {
+    const uint32_t base = protocol_reserve(0, 0, 0);
+    CHECK(base >= 2048u);
+    CHECK_EQ(protocol_reserve(1000, 0, 0), base + 1000u);
+    CHECK_EQ(protocol_reserve(0, 100, 0), base + 600u);
+    CHECK(protocol_reserve(0, 0, 10) > base);
+}
+
+namespace {
+// A device whose heap is `heap` bytes: the image asks for `hint`.
+struct HeapBench {
+    HeapBench(size_t heap, uint32_t hint, FakeModelSpec spec = {}, bool shared = true)
+        : clock(240000000u), marker(4), runner(clock, &marker, spec), memory(heap, shared),
+          device(BoardInfo{}, clock, marker, runner, serial, system, memory) {
+        const uint8_t fb[40] = {1, 2, 3};
+        image = make_model_image(fb, sizeof fb, hint);
+        device.load_model_image(image.data(), image.size(), 65536);
+    }
+    std::string send(const std::string& line) {
+        serial.text.clear();
+        std::string l = line + "\n";
+        device.feed(l.data(), l.size());
+        return serial.text;
+    }
+    FakeClock clock;
+    FakeMarker marker;
+    FakeRunner runner;
+    StringSerial serial;
+    CallbackSystem system;
+    FakeMemory memory;
+    Device device;
+    std::vector<uint8_t> image;
+};
+}  // namespace
+
+TEST("an arena hint larger than the heap allows is cut to fit beside the reserve, and hello says so") {
+    FakeModelSpec spec;  // input 1024 B, output 10 B, 7 operators
+    const uint32_t reserve = protocol_reserve(1024, 10, 7);
+    HeapBench b(100000, 120000, spec);
+    CHECK(b.device.model_ok());
+    const std::string r = b.send("hello");
+    // the first fit kept no room for the tensors' buffers: the arena was then shrunk until the reserve fits
+    const uint32_t cut = uint32_t((100000 - reserve) & ~size_t(15));
+    CHECK(has(r, "\"configured\":" + std::to_string(cut) + ",\"used\":30512,\"requested\":120000"));
+    CHECK(b.memory.heap_largest_block() >= reserve);
+    CHECK(has(r, "\"reserve\":" + std::to_string(reserve)));
+}
+
+namespace {
+// A device on a 100,000-byte heap whose runner takes `load_use` bytes of heap besides the arena when it loads.
+struct LoadBench {
+    LoadBench(size_t load_use, uint32_t arena_used, uint32_t hint)
+        : clock(240000000u), marker(4), runner(clock, &marker, spec(arena_used)), memory(100000),
+          device(BoardInfo{}, clock, marker, runner, serial, system, memory) {
+        memory.load_use = load_use;
+        const uint8_t fb[40] = {1, 2, 3};
+        image = make_model_image(fb, sizeof fb, hint);
+        device.load_model_image(image.data(), image.size(), 65536);
+    }
+    static FakeModelSpec spec(uint32_t arena_used) {
+        FakeModelSpec s;
+        s.arena_used = s.arena_needs = arena_used;
+        return s;
+    }
+    FakeClock clock;
+    FakeMarker marker;
+    FakeRunner runner;
+    StringSerial serial;
+    CallbackSystem system;
+    FakeMemory memory;
+    Device device;
+    std::vector<uint8_t> image;
+};
+}  // namespace
+
+TEST("a model that leaves the protocol less than its reserve is refused at load, not left to abort later") {
+    LoadBench b(35000, 59000, 60000);  // 60,000 + 35,000 of 100,000: the reserve does not fit, TFLM needs 59,000
+    CHECK(!b.device.model_ok());
+    CHECK(has(b.device.model_error(), "out of heap with this model loaded: the largest free block is 5000 bytes"));
+    CHECK(has(b.device.model_error(), "of which TFLM uses 59000"));
+    CHECK_EQ(b.memory.arena_bytes(), size_t(0));  // nothing kept allocated
+    CHECK(has(b.device.model_error(), "the protocol needs " + std::to_string(protocol_reserve(1024, 10, 7))));
+    StringSerial& serial = b.serial;
+    serial.text.clear();
+    std::string line = "infer 1\n";
+    b.device.feed(line.data(), line.size());
+    CHECK(has(serial.text, "E_MODEL"));
+}
+
+TEST("short of the reserve after a load, the arena shrinks to what TFLM measured it uses") {
+    LoadBench b(35000, 30000, 60000);
+    CHECK(b.device.model_ok());
+    const uint32_t reserve = protocol_reserve(1024, 10, 7);
+    CHECK_EQ(b.runner.arena_configured(), uint32_t((100000 - 35000 - reserve) & ~size_t(15)));
+    CHECK(b.memory.heap_largest_block() >= reserve);
+}
+
+TEST("with the arena in other memory (PSRAM) the hint is kept whole") {
+    HeapBench b(20000, 200000, FakeModelSpec{}, false);
+    CHECK(b.device.model_ok());
+    CHECK(has(b.send("hello"), "\"configured\":200000"));
+}
+
+TEST("reloading a model frees the previous arena") {
+    HeapBench b(1000000, 50000);
+    CHECK_EQ(b.memory.arena_bytes(), size_t(50000));
+    b.device.load_model_image(b.image.data(), b.image.size(), 65536);
+    CHECK_EQ(b.memory.arena_bytes(), size_t(50000));
+}
+
+// --- op_profile, log_tail, fatal ----------------------------------------------------------------------------
+
+TEST("OpProfile: events up to its size; beyond it profile fails instead of dropping times silently") {
+    OpProfile p;
+    CHECK(p.reserve(2));
+    const uint32_t a = p.begin("CONV_2D", 100);
+    const uint32_t b = p.begin("SOFTMAX", 340);
+    p.end(b, 580);
+    p.end(a, 820);
+    std::vector<OpTiming> t;
+    std::string error;
+    CHECK(p.timings(240000000u, t, error));
+    CHECK_EQ(t.size(), size_t(2));
+    CHECK_EQ(t[0].op, std::string("CONV_2D"));
+    CHECK_EQ(t[0].us, 3u);  // 720 cycles at 240 MHz
+    CHECK_EQ(t[1].us, 1u);
+    p.end(p.begin("ADD", 0), 10);  // a third event: dropped
+    CHECK_EQ(p.dropped(), size_t(1));
+    CHECK(!p.timings(240000000u, t, error));
+    CHECK(has(error, "dropped 1 (the buffer holds 2)"));
+    p.clear();
+    CHECK(p.timings(240000000u, t, error) && t.empty());
+}
+
+TEST("TFLM's log reaches the refusal through the DebugLog callback, on one line") {
+    tflm_log().clear();
+    hil_tflm_log_callback("Failed to allocate tail memory. Requested: 8224, available 1024, missing: 7200\n");
+    hil_tflm_log_callback("Failed starting model allocation.\n");
+    CHECK_EQ(tflm_log().text(), std::string("Failed to allocate tail memory. Requested: 8224, available 1024, "
+                                            "missing: 7200; Failed starting model allocation."));
+    tflm_log().clear();
+    CHECK(tflm_log().text().empty());
+    const std::string long_text(LogTail::kCapacity + 50, 'x');
+    hil_tflm_log_callback(long_text.c_str());
+    const std::string kept = tflm_log().text();
+    CHECK_EQ(kept.size(), LogTail::kCapacity);
+    CHECK_EQ(kept.substr(kept.size() - 3), std::string("..."));
+    tflm_log().clear();
+}
+
+TEST("a fatal stop is one hil-fatal line, written without the heap, cut to its buffer") {
+    StringSerial serial;
+    write_fatal(serial, "out of memory\nnew failed");
+    CHECK_EQ(serial.text, std::string("hil-fatal out of memory new failed\r\n"));
+    char buf[16];
+    const size_t n = format_fatal(buf, sizeof buf, "abort() called");
+    CHECK_EQ(std::string(buf, n), std::string("hil-fatal abor\r\n"));
+}
+
+TEST("the boot line names the reset reason when the platform knows it") {
+    Bench b;
+    b.serial.text.clear();
+    b.device.announce_ready("panic");
+    CHECK_EQ(b.serial.text, std::string("hil-ready protocol=2 reset=panic\r\n"));
+    b.serial.text.clear();
+    b.device.announce_ready();
+    CHECK_EQ(b.serial.text, std::string("hil-ready protocol=2\r\n"));
+}

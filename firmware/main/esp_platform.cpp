@@ -1,13 +1,18 @@
 #include "esp_platform.hpp"
 
 #include <cstdio>
+#include <cstdlib>
+#include <new>
 
 #include "esp_cpu.h"
+#include "esp_heap_caps.h"
+#include "esp_rom_sys.h"
 #include "esp_mac.h"
 #include "esp_private/esp_clk.h"
 #include "esp_system.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
+#include "sdkconfig.h"
 
 namespace hil::esp {
 
@@ -43,6 +48,49 @@ int UartSerial::read(char* buf, size_t len, uint32_t timeout_ms) {
 }
 
 void EspSystem::restart() { esp_restart(); }
+
+namespace {
+constexpr uint32_t kHeapCaps = MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT;
+#if CONFIG_HIL_ARENA_PSRAM
+constexpr uint32_t kArenaCaps = MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT;
+#else
+constexpr uint32_t kArenaCaps = kHeapCaps;
+#endif
+}  // namespace
+
+void* EspMemory::alloc_arena(size_t bytes) { return heap_caps_aligned_alloc(16, bytes, kArenaCaps); }
+void EspMemory::free_arena(void* arena) { heap_caps_free(arena); }
+size_t EspMemory::arena_largest_block() { return heap_caps_get_largest_free_block(kArenaCaps); }
+bool EspMemory::arena_shares_heap() const { return kArenaCaps == kHeapCaps; }
+size_t EspMemory::heap_largest_block() { return heap_caps_get_largest_free_block(kHeapCaps); }
+size_t EspMemory::heap_free() { return heap_caps_get_free_size(kHeapCaps); }
+size_t EspMemory::heap_min_free() { return heap_caps_get_minimum_free_size(kHeapCaps); }
+
+const char* reset_reason() {
+    switch (esp_reset_reason()) {
+        case ESP_RST_POWERON: return "power-on";
+        case ESP_RST_SW: return "software";
+        case ESP_RST_EXT: return "external";
+        case ESP_RST_PANIC: return "panic";
+        case ESP_RST_INT_WDT:
+        case ESP_RST_TASK_WDT:
+        case ESP_RST_WDT: return "watchdog";
+        case ESP_RST_BROWNOUT: return "brownout";
+        case ESP_RST_DEEPSLEEP: return "deepsleep";
+        default: return "unknown";
+    }
+}
+
+namespace {
+void out_of_memory() {
+    // ROM printf to the console UART: no heap, no driver lock
+    esp_rom_printf("hil-fatal out of memory: the heap is exhausted (largest free block %u bytes)\r\n",
+                   unsigned(heap_caps_get_largest_free_block(kHeapCaps)));
+    abort();
+}
+}  // namespace
+
+void install_fatal_handlers() { std::set_new_handler(out_of_memory); }
 
 std::string board_id() {
     uint8_t mac[6] = {0};

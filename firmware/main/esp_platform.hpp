@@ -41,6 +41,26 @@ public:
     void restart() override;
 };
 
+// heap_caps: the arena in internal RAM or PSRAM (CONFIG_HIL_ARENA_PSRAM), the protocol in internal RAM.
+class EspMemory : public Memory {
+public:
+    void* alloc_arena(size_t bytes) override;
+    void free_arena(void* arena) override;
+    size_t arena_largest_block() override;
+    bool arena_shares_heap() const override;
+    size_t heap_largest_block() override;
+    size_t heap_free() override;
+    size_t heap_min_free() override;
+};
+
+// esp_reset_reason() as the boot line's `reset=` word: power-on, software, external, panic, watchdog,
+// brownout, deepsleep or unknown (docs/protocol.md, "Fatal stops").
+const char* reset_reason();
+
+// Out of memory in operator new: `hil-fatal out of memory` on the console, then abort() (a panic and a reboot
+// whose boot line says reset=panic).
+void install_fatal_handlers();
+
 // The factory MAC as "aa:bb:cc:dd:ee:ff" (hello's board_id).
 std::string board_id();
 

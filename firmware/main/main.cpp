@@ -52,6 +52,8 @@ extern "C" void app_main(void) {
     static hil::esp::UartSerial serial(static_cast<uart_port_t>(CONFIG_ESP_CONSOLE_UART_NUM),
                                        CONFIG_HIL_UART_RX_BUFFER);
     static hil::esp::EspSystem system;
+    static hil::esp::EspMemory memory;
+    hil::esp::install_fatal_handlers();
     static hil::TflmRunner runner(clock);
 
     hil::BoardInfo board;
@@ -60,7 +62,7 @@ extern "C" void app_main(void) {
     board.board_id = hil::esp::board_id();
     board.simulated = false;
 
-    static hil::Device device(board, clock, marker, runner, serial, system);
+    static hil::Device device(board, clock, marker, runner, serial, system, memory);
     // The operators of the model against ops.txt (custom operators by their custom code: TFLM_DECODE).
     device.set_operator_check(&hil::firmware_operators(), hil::firmware_has_tflm_compression());
     const uint8_t* region = nullptr;
@@ -70,7 +72,7 @@ extern "C" void app_main(void) {
         device.load_model_image(region, region_size, CONFIG_HIL_ARENA_DEFAULT_BYTES,
                                 CONFIG_HIL_ARENA_OVERRIDE_BYTES);
     }
-    device.announce_ready();
+    device.announce_ready(hil::esp::reset_reason());  // reset=panic etc.: the host reports the crash
 
     static char buf[256];
     for (;;) {

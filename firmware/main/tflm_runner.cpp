@@ -1,15 +1,12 @@
 #include "tflm_runner.hpp"
 
-#include <cstdarg>
-#include <cstdio>
 #include <new>
 
+#include "core/log_tail.hpp"
 #include "core/model_ops.hpp"
-#if defined(ESP_PLATFORM)
-#include "esp_heap_caps.h"
-#include "sdkconfig.h"
-#else
-#include <cstdlib>
+#include "core/op_profile.hpp"
+#if HIL_TFLM_LOG_CALLBACK  // TFLM's cortex_m_generic DebugLog: its text reaches E_MODEL replies
+#include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
 #endif
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
@@ -43,30 +40,17 @@ bool register_ops(Resolver& r) {
     return true;
 }
 
-// TFLM's profiler interface with CPU-cycle timestamps: the interpreter opens one event per operator,
-// tagged with the operator's name. (tflite::MicroProfiler keeps its per-event ticks private.)
+// TFLM's profiler interface over the core's OpProfile (sized to the model at load), with CPU-cycle
+// timestamps: the interpreter opens one event per operator, tagged with its name.
 class CycleProfiler : public tflite::MicroProfilerInterface {
 public:
-    static constexpr int kMaxEvents = 512;
-    explicit CycleProfiler(Clock& clock) : clock_(clock) {}
-    uint32_t BeginEvent(const char* tag) override {
-        if (n_ >= kMaxEvents) return kMaxEvents - 1;
-        tags_[n_] = tag;
-        start_[n_] = clock_.cycles();
-        end_[n_] = start_[n_];
-        return uint32_t(n_++);
-    }
-    void EndEvent(uint32_t handle) override { end_[handle] = clock_.cycles(); }
-    void clear() { n_ = 0; }
-    int size() const { return n_; }
-    const char* tag(int i) const { return tags_[i]; }
-    uint32_t cycles(int i) const { return end_[i] - start_[i]; }
+    CycleProfiler(Clock& clock, OpProfile& events) : clock_(clock), events_(events) {}
+    uint32_t BeginEvent(const char* tag) override { return events_.begin(tag, clock_.cycles()); }
+    void EndEvent(uint32_t handle) override { events_.end(handle, clock_.cycles()); }
 
 private:
     Clock& clock_;
-    const char* tags_[kMaxEvents] = {};
-    uint32_t start_[kMaxEvents] = {}, end_[kMaxEvents] = {};
-    int n_ = 0;
+    OpProfile& events_;
 };
 
 const char* dtype_name(TfLiteType t) {
@@ -94,46 +78,13 @@ TensorInfo describe(const TfLiteTensor* t) {
     return info;
 }
 
-void* arena_alloc(uint32_t bytes) {
-#if defined(ESP_PLATFORM)
-#if CONFIG_HIL_ARENA_PSRAM
-    return heap_caps_aligned_alloc(16, bytes, MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT);
-#else
-    return heap_caps_aligned_alloc(16, bytes, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT);
-#endif
-#else
-    return std::aligned_alloc(16, (size_t(bytes) + 15u) & ~size_t(15));
-#endif
-}
-
-void arena_free(void* p) {
-#if defined(ESP_PLATFORM)
-    heap_caps_free(p);
-#else
-    std::free(p);
-#endif
-}
-
-std::string arena_failure(uint32_t bytes) {
-    std::string msg = "arena of " + std::to_string(bytes) + " bytes does not fit the heap";
-#if defined(ESP_PLATFORM)
-#if CONFIG_HIL_ARENA_PSRAM
-    const uint32_t caps = MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT;
-#else
-    const uint32_t caps = MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT;
-#endif
-    msg += " (largest free block " + std::to_string(heap_caps_get_largest_free_block(caps)) + " bytes)";
-#endif
-    return msg;
-}
-
 }  // namespace
 
 struct TflmRunner::Impl {
-    explicit Impl(Clock& clock) : profiler(clock) {}
+    explicit Impl(Clock& clock) : profiler(clock, events) {}
     Resolver resolver;
+    OpProfile events;
     CycleProfiler profiler;
-    uint8_t* arena = nullptr;
     tflite::MicroInterpreter* interpreter = nullptr;
     alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::MicroInterpreter)];
     bool resolver_ok = false;
@@ -141,46 +92,64 @@ struct TflmRunner::Impl {
     void release() {
         if (interpreter) interpreter->~MicroInterpreter();
         interpreter = nullptr;
-        if (arena) arena_free(arena);
-        arena = nullptr;
     }
 };
 
 TflmRunner::TflmRunner(Clock& clock) : clock_(clock), impl_(new Impl(clock)) {
     impl_->resolver_ok = register_ops(impl_->resolver);
+#if HIL_TFLM_LOG_CALLBACK
+    RegisterDebugLogCallback(hil_tflm_log_callback);
+#endif
 }
 
 TflmRunner::~TflmRunner() { impl_->release(); }
 
-bool TflmRunner::load(const uint8_t* flatbuffer, size_t length, uint32_t arena_bytes, std::string& error) {
+namespace {
+// TFLM's own words for a failure, when its log reached us (HIL_TFLM_LOG_CALLBACK), else a pointer to the log.
+std::string tflm_reason() {
+    const std::string text = tflm_log().text();
+#if HIL_TFLM_LOG_CALLBACK
+    return text.empty() ? "TFLM gave no reason" : "TFLM: " + text;
+#else
+    return text.empty() ? "TFLM's reason is in the board's log" : "TFLM: " + text;
+#endif
+}
+}  // namespace
+
+void TflmRunner::unload() {
     impl_->release();
     ops_.clear();
     input_ = output_ = TensorInfo{};
+}
+
+bool TflmRunner::load(const uint8_t* flatbuffer, size_t length, uint8_t* arena, uint32_t arena_bytes,
+                      std::string& error) {
+    unload();
     arena_bytes_ = arena_bytes;
     if (!impl_->resolver_ok) {
         error = "op resolver: registering the operators of ops.txt failed (HIL_OP_COUNT too small?)";
         return false;
     }
-    const tflite::Model* model = tflite::GetModel(flatbuffer);
     flatbuffers::Verifier verifier(flatbuffer, length);
-    if (!model->Verify(verifier)) {
+    if (!tflite::VerifyModelBuffer(verifier)) {
         error = "model image holds no valid TFLite flatbuffer";
         return false;
     }
+    const tflite::Model* model = tflite::GetModel(flatbuffer);
     if (model->version() != TFLITE_SCHEMA_VERSION) {
         error = "model schema version " + std::to_string(model->version()) + " not supported";
         return false;
     }
     // Operator names in execution order (custom operators by their custom code, e.g. TFLM_DECODE), checked
     // against ops.txt by the core; then each one must resolve (custom operators by custom code too).
-    std::string names_error;
-    if (!model_operator_names(flatbuffer, length, ops_, names_error)) {
-        error = names_error;
-        return false;
-    }
+    if (!model_operator_names(flatbuffer, length, ops_, error)) return false;
     if (!check_operators(ops_, firmware_operators(), firmware_has_tflm_compression(), error)) return false;
     const auto* subgraphs = model->subgraphs();
     const auto* codes = model->operator_codes();
+    size_t n_ops = 0;
+    if (subgraphs) {
+        for (const auto* sg : *subgraphs) n_ops += sg->operators() ? sg->operators()->size() : 0;
+    }
     if (subgraphs && subgraphs->size() > 0 && subgraphs->Get(0)->operators()) {
         size_t i = 0;
         for (const auto* op : *subgraphs->Get(0)->operators()) {
@@ -198,17 +167,18 @@ bool TflmRunner::load(const uint8_t* flatbuffer, size_t length, uint32_t arena_b
             ++i;
         }
     }
-    impl_->arena = static_cast<uint8_t*>(arena_alloc(arena_bytes));
-    if (!impl_->arena) {
-        error = arena_failure(arena_bytes);
+    // One event per operator of every subgraph (a WHILE body runs more than once: the margin), so `profile`
+    // fails rather than drops times when a model runs more.
+    if (!impl_->events.reserve(n_ops + 16)) {
+        error = "no heap for the profiler's " + std::to_string(n_ops + 16) + " events";
         return false;
     }
+    tflm_log().clear();
     impl_->interpreter = new (impl_->interpreter_storage)
-        tflite::MicroInterpreter(model, impl_->resolver, impl_->arena, arena_bytes, nullptr, &impl_->profiler);
+        tflite::MicroInterpreter(model, impl_->resolver, arena, arena_bytes, nullptr, &impl_->profiler);
     if (impl_->interpreter->AllocateTensors() != kTfLiteOk) {
-        error = "arena too small or model not supported by TFLM: AllocateTensors() failed with a " +
-                std::to_string(arena_bytes) + "-byte arena";
-        impl_->release();
+        error = "AllocateTensors() failed with a " + std::to_string(arena_bytes) + "-byte arena: " + tflm_reason();
+        unload();
         return false;
     }
     input_ = describe(impl_->interpreter->input(0));
@@ -225,9 +195,14 @@ const uint8_t* TflmRunner::output_data() {
 }
 
 bool TflmRunner::invoke(std::string& error) {
-    impl_->profiler.clear();  // events are recorded on every Invoke(); keep the buffer from filling up
-    if (!impl_->interpreter || impl_->interpreter->Invoke() != kTfLiteOk) {
-        error = "TFLM Invoke() failed";
+    impl_->events.clear();  // events are recorded on every Invoke(); `profile` reads the last one's
+    if (!impl_->interpreter) {
+        error = "no model loaded";
+        return false;
+    }
+    tflm_log().clear();
+    if (impl_->interpreter->Invoke() != kTfLiteOk) {
+        error = "TFLM Invoke() failed: " + tflm_reason();
         return false;
     }
     return true;
@@ -236,10 +211,7 @@ bool TflmRunner::invoke(std::string& error) {
 bool TflmRunner::profile(std::vector<OpTiming>& ops, std::string& error) {
     ops.clear();
     if (!invoke(error)) return false;
-    const uint32_t mhz = clock_.cpu_hz() / 1000000u;
-    for (int i = 0; i < impl_->profiler.size(); ++i)
-        ops.push_back({impl_->profiler.tag(i), mhz ? impl_->profiler.cycles(i) / mhz : 0});
-    return true;
+    return impl_->events.timings(clock_.cpu_hz(), ops, error);
 }
 
 uint32_t TflmRunner::arena_used() const {

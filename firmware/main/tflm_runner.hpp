@@ -1,6 +1,7 @@
-// The TFLite Micro model runner: MicroInterpreter over a model mapped from flash, the arena on the heap
-// (ESP-IDF: internal RAM or PSRAM by Kconfig), an op resolver generated from ops.txt, per-op timing for
-// `profile` on the platform's cycle counter. Shared by the ESP-IDF app and the STM32F405 port (TFLM_DIR).
+// The TFLite Micro model runner, a thin adapter: MicroInterpreter over a model mapped from flash, in the arena
+// the core allocates (core/memory.hpp), an op resolver generated from ops.txt, per-op timing for `profile` into
+// the core's OpProfile, TFLM's log into the core's LogTail. Everything that does not need TFLM is in the core,
+// where the host tests and QEMU cover it. Shared by the ESP-IDF app and the STM32F405 port (TFLM_DIR).
 #pragma once
 #include <memory>
 #include <string>
@@ -14,7 +15,9 @@ class TflmRunner : public ModelRunner {
 public:
     explicit TflmRunner(Clock& clock);
     ~TflmRunner() override;
-    bool load(const uint8_t* flatbuffer, size_t length, uint32_t arena_bytes, std::string& error) override;
+    bool load(const uint8_t* flatbuffer, size_t length, uint8_t* arena, uint32_t arena_bytes,
+              std::string& error) override;
+    void unload() override;
     std::vector<std::string> ops() const override { return ops_; }
     TensorInfo input() const override { return input_; }
     TensorInfo output() const override { return output_; }

@@ -14,6 +14,10 @@
 #include "fakes.hpp"
 #endif
 
+#ifndef HIL_FAKE_LEAK_PER_INVOKE
+#define HIL_FAKE_LEAK_PER_INVOKE 0u
+#endif
+
 #ifndef HIL_ARENA_DEFAULT_BYTES
 #define HIL_ARENA_DEFAULT_BYTES 65536u
 #endif
@@ -26,11 +30,15 @@ int main() {
     static hil::stm32::GpioMarker marker;
     static hil::stm32::UsartSerial serial;
     static hil::stm32::ResetSystem system;
+    static hil::stm32::NewlibMemory memory;
+    hil::stm32::install_fatal_handlers(serial);
 #if HIL_TFLM
     static hil::TflmRunner runner(clock);
 #else
     hil::host::FakeModelSpec spec;
     spec.latency_us = 0;  // no made-up per-operator times: the fake's invoke is timed for real on SysTick
+    spec.ops_from_model = true;
+    spec.leak_per_invoke = HIL_FAKE_LEAK_PER_INVOKE;  // tests/firmware: heap exhaustion after a load
     static hil::host::FakeRunner runner{spec};
 #endif
 
@@ -40,7 +48,7 @@ int main() {
     board.board_id = "00:00:00:00:00:00";  // QEMU maps no unique-ID area (0x1FFF7A10)
     board.simulated = HIL_SIMULATED != 0;
 
-    static hil::Device device(board, clock, marker, runner, serial, system);
+    static hil::Device device(board, clock, marker, runner, serial, system, memory);
     device.set_operator_check(&hil::firmware_operators(), hil::firmware_has_tflm_compression());
     device.load_model_image(__model_start, reinterpret_cast<uintptr_t>(__model_size), HIL_ARENA_DEFAULT_BYTES);
     device.announce_ready();

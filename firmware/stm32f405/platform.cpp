@@ -1,6 +1,14 @@
 #include "platform.hpp"
 
+#include <malloc.h>
+
 #include <cerrno>
+#include <cstdlib>
+#include <new>
+
+#include "core/fatal.hpp"
+
+extern "C" char end, _heap_limit;  // stm32f405.ld: the heap's start and end
 
 namespace hil::stm32 {
 
@@ -21,6 +29,12 @@ constexpr uint32_t kBaud = 115200;
 
 volatile uint32_t g_wraps = 0;
 
+char* g_brk = &end;
+size_t g_min_tail = SIZE_MAX;  // the smallest the never-used tail of the heap has been
+size_t g_sbrk_refused = 0;      // the last request _sbrk could not serve
+
+Serial* g_fatal_serial = nullptr;
+
 constexpr size_t kRxSize = 2048;  // > kMaxLine + 2, so a whole command line fits
 char g_rx[kRxSize];
 volatile size_t g_rx_head = 0, g_rx_tail = 0;  // written by the interrupt / by read()
@@ -36,6 +50,48 @@ volatile size_t g_rx_head = 0, g_rx_tail = 0;  // written by the interrupt / by 
     register uint32_t* r1 __asm("r1") = block;
     __asm volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
     for (;;) __asm volatile("wfi");
+}
+
+void* NewlibMemory::alloc_arena(size_t bytes) { return memalign(16, (bytes + 15u) & ~size_t(15)); }
+
+void NewlibMemory::free_arena(void* arena) { std::free(arena); }
+
+size_t NewlibMemory::heap_largest_block() { return size_t(&_heap_limit - g_brk); }
+
+size_t NewlibMemory::heap_free() { return size_t(&_heap_limit - g_brk) + size_t(mallinfo().fordblks); }
+
+size_t NewlibMemory::heap_min_free() {
+    const size_t tail = size_t(&_heap_limit - g_brk);
+    return g_min_tail < tail ? g_min_tail : tail;
+}
+
+void fatal_stop(const char* reason, int code) {
+    if (g_fatal_serial) write_fatal(*g_fatal_serial, reason);
+    semihost_exit(code);
+}
+
+namespace {
+[[noreturn]] void out_of_memory() {
+    char reason[96] = "out of memory: the heap is exhausted";
+    if (g_sbrk_refused) {
+        // no snprintf: it may allocate, and newlib-nano's is large
+        const char* head = "out of memory: the heap could not grow by ";
+        size_t n = 0;
+        for (const char* p = head; *p; ++p) reason[n++] = *p;
+        char digits[12];
+        size_t d = 0;
+        for (size_t v = g_sbrk_refused; v && d < sizeof digits; v /= 10) digits[d++] = char('0' + v % 10);
+        while (d) reason[n++] = digits[--d];
+        for (const char* p = " bytes"; *p; ++p) reason[n++] = *p;
+        reason[n] = 0;
+    }
+    fatal_stop(reason, 102);
+}
+}  // namespace
+
+void install_fatal_handlers(Serial& serial) {
+    g_fatal_serial = &serial;
+    std::set_new_handler(out_of_memory);
 }
 
 SysTickClock::SysTickClock() {
@@ -135,13 +191,23 @@ extern "C" void USART1_IRQHandler() {
 
 // newlib's heap: from the end of .bss up to the stack's reserve (stm32f405.ld).
 extern "C" void* _sbrk(ptrdiff_t increment) {
-    extern char end, _heap_limit;
-    static char* brk = &end;
-    if (increment > 0 && increment > &_heap_limit - brk) {
+    using hil::stm32::g_brk;
+    if (increment > 0 && increment > &_heap_limit - g_brk) {
+        hil::stm32::g_sbrk_refused = size_t(increment);
         errno = ENOMEM;
         return reinterpret_cast<void*>(-1);
     }
-    char* previous = brk;
-    brk += increment;
+    char* previous = g_brk;
+    g_brk += increment;
+    const size_t tail = size_t(&_heap_limit - g_brk);
+    if (tail < hil::stm32::g_min_tail) hil::stm32::g_min_tail = tail;
     return previous;
+}
+
+// abort() (libstdc++'s terminate, a failed assert) and exit(): the reason on the console, then QEMU exits
+// with the code instead of spinning forever in newlib's _exit.
+extern "C" void abort() { hil::stm32::fatal_stop("abort() called", 134); }
+
+extern "C" void _exit(int code) {
+    hil::stm32::fatal_stop("exit() called", code == 0 ? 1 : code);
 }

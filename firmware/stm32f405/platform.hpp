@@ -46,6 +46,26 @@ public:
     int gpio() const override { return 4; }
 };
 
+// newlib's heap (malloc over _sbrk, from the end of .bss to the stack's reserve) for the arena and the
+// protocol alike. newlib-nano never gives freed chunks back and a growing string leaves a trail of them, so the
+// block the next allocation can surely get is the never-used tail above the break: `largest` and the low-water
+// mark count the tail only; `free` adds the freed chunks.
+class NewlibMemory : public Memory {
+public:
+    void* alloc_arena(size_t bytes) override;  // memalign(16, ...): newlib-nano has no posix_memalign
+    void free_arena(void* arena) override;
+    size_t arena_largest_block() override { return heap_largest_block(); }
+    bool arena_shares_heap() const override { return true; }
+    size_t heap_largest_block() override;
+    size_t heap_free() override;
+    size_t heap_min_free() override;
+};
+
+// Where the last words go when the firmware stops for good: out of memory (the new-handler), abort(), a
+// fault. Each prints `hil-fatal REASON` on `serial` and ends the QEMU run through semihosting.
+void install_fatal_handlers(Serial& serial);
+[[noreturn]] void fatal_stop(const char* reason, int code);
+
 // SCB AIRCR SYSRESETREQ: the whole chip resets (QEMU resets the machine and boots the image again).
 class ResetSystem : public System {
 public:

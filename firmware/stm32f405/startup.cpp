@@ -14,7 +14,7 @@ void USART1_IRQHandler();
 void Default_Handler();
 }
 
-extern "C" void Default_Handler() { hil::stm32::semihost_exit(100); }
+extern "C" void Default_Handler() { hil::stm32::fatal_stop("fault: an unexpected exception or interrupt", 100); }
 
 extern "C" void Reset_Handler() {
     // The FPU first: code built with -mfloat-abi=hard may use its registers anywhere (CPACR CP10/CP11).
@@ -24,7 +24,7 @@ extern "C" void Reset_Handler() {
     for (uint32_t* dst = &_sbss; dst < &_ebss;) *dst++ = 0;
     __libc_init_array();
     const int code = main();
-    hil::stm32::semihost_exit(code);
+    hil::stm32::semihost_exit(code);  // main() never returns on a board; a self-test ends here
 }
 
 namespace {

@@ -25,9 +25,11 @@ def builtin(name: str) -> int:
     return getattr(schema().BuiltinOperator, name)
 
 
-def model_with_ops(ops: list[str | tuple[int, int, str | None]]) -> bytes:
+def model_with_ops(ops: list[str | tuple[int, int, str | None]],
+                   io: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> bytes:
     """A model whose subgraph 0 runs `ops` in order: a builtin name ("CONV_2D"), a custom code
-    ("custom:TFLM_DECODE"), or a raw (builtin_code, deprecated_builtin_code, custom_code) triple."""
+    ("custom:TFLM_DECODE"), or a raw (builtin_code, deprecated_builtin_code, custom_code) triple. With `io`
+    (input shape, output shape) it declares one int8 input and one int8 output tensor of those shapes."""
     import flatbuffers
 
     s = schema()
@@ -57,6 +59,12 @@ def model_with_ops(ops: list[str | tuple[int, int, str | None]]) -> bytes:
     sub = s.SubGraphT()
     sub.tensors = []
     sub.inputs, sub.outputs = [], []
+    for shape in io or ():
+        tensor = s.TensorT()
+        tensor.shape, tensor.type, tensor.buffer = list(shape), s.TensorType.INT8, 0
+        sub.tensors.append(tensor)
+    if io:
+        sub.inputs, sub.outputs = [0], [1]
     sub.operators = []
     for index in order:
         op = s.OperatorT()

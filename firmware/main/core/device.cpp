@@ -6,6 +6,7 @@
 #include "base64.hpp"
 #include "crc32.hpp"
 #include "json_writer.hpp"
+#include "memory.hpp"
 #include "model_image.hpp"
 #include "model_ops.hpp"
 #include "sha256.hpp"
@@ -89,12 +90,19 @@ LineCrc check_line_crc(const std::string& line, size_t& command_len, uint32_t& g
 }
 
 Device::Device(const BoardInfo& board, Clock& clock, MarkerPin& marker, ModelRunner& runner, Serial& serial,
-               System& system)
-    : board_(board), clock_(clock), marker_(marker), runner_(runner), serial_(serial), system_(system) {
+               System& system, Memory& memory)
+    : board_(board), clock_(clock), marker_(marker), runner_(runner), serial_(serial), system_(system),
+      memory_(memory) {
     marker_.set(false);
 }
 
-void Device::announce_ready() { log_line("hil-ready protocol=" + std::to_string(kProtocolVersion)); }
+Device::~Device() { release_model(); }
+
+void Device::announce_ready(const char* reset_reason) {
+    std::string line = "hil-ready protocol=" + std::to_string(kProtocolVersion);
+    if (reset_reason && *reset_reason) line += std::string(" reset=") + reset_reason;
+    log_line(line);
+}
 
 void Device::log_line(const std::string& text) {
     std::string s = text + "\r\n";
@@ -103,9 +111,12 @@ void Device::log_line(const std::string& text) {
 
 void Device::reply(const std::string& json) {
     // version 2: the CRC32 of the JSON text (from its '{' to its closing '}') after a '*'
+    // written in three parts: no second copy of a long reply on the heap
     const uint32_t crc = crc32(reinterpret_cast<const uint8_t*>(json.data()), json.size());
-    std::string s = "@hil " + json + "*" + crc32_hex(crc) + "\r\n";
-    serial_.write(s.data(), s.size());
+    const std::string tail = "*" + crc32_hex(crc) + "\r\n";
+    serial_.write("@hil ", 5);
+    serial_.write(json.data(), json.size());
+    serial_.write(tail.data(), tail.size());
 }
 
 void Device::reply_error(const std::string& cmd, const char* code, const std::string& message) {
@@ -139,6 +150,8 @@ void Device::load_model_image(const uint8_t* region, size_t region_size, uint32_
     model_known_ = false;
     model_ops_.clear();
     clear_state();
+    release_model();
+    arena_requested_ = 0;
     ModelImage img;
     std::string error;
     if (!parse_model_image(region, region_size, img, error)) {
@@ -158,15 +171,73 @@ void Device::load_model_image(const uint8_t* region, size_t region_size, uint32_
             return;
         }
     }
-    uint32_t arena = arena_override ? arena_override : (img.arena_hint ? img.arena_hint : default_arena);
-    if (!runner_.load(img.flatbuffer, img.length, arena, error)) {
+    arena_requested_ = arena_override ? arena_override : (img.arena_hint ? img.arena_hint : default_arena);
+    uint32_t in_bytes = 0, out_bytes = 0;  // from the flatbuffer: the reserve before TFLM has seen the model
+    model_io_bytes(img.flatbuffer, img.length, in_bytes, out_bytes);
+    uint32_t bytes = fit_arena(arena_requested_, memory_.arena_largest_block(), memory_.arena_shares_heap(),
+                               load_reserve(in_bytes, out_bytes, model_ops_.size()), error);
+    if (!bytes || !load_runner(img.flatbuffer, img.length, bytes, error)) {
         model_error_ = error.empty() ? "model could not be loaded" : error;
         log_line("hil: " + model_error_);
         return;
     }
+    // Now that the tensors are known: the input buffer, then the heap the protocol keeps beside the model.
+    // Short of it, a shared heap gets the arena back down to what TFLM measured it uses.
     input_.assign(runner_.input().bytes, 0);
+    const size_t n_ops = std::max(model_ops_.size(), runner_.ops().size());
+    reserve_ = protocol_reserve(runner_.input().bytes, runner_.output().bytes, n_ops);
+    size_t largest = memory_.heap_largest_block();
+    if (largest < reserve_ && memory_.arena_shares_heap()) {
+        const uint32_t smaller = shrink_arena(runner_.arena_configured(), runner_.arena_used(), reserve_ - largest);
+        if (smaller && !load_runner(img.flatbuffer, img.length, smaller, error)) {
+            model_error_ = "reloading with a " + std::to_string(smaller) + "-byte arena failed: " + error;
+            release_model();
+            log_line("hil: " + model_error_);
+            return;
+        }
+        if (smaller) {  // load_runner released the first load's buffers
+            input_.assign(runner_.input().bytes, 0);
+            reserve_ = protocol_reserve(runner_.input().bytes, runner_.output().bytes, n_ops);
+        }
+        largest = memory_.heap_largest_block();
+    }
+    if (largest < reserve_) {
+        model_error_ = "out of heap with this model loaded: the largest free block is " + std::to_string(largest) +
+                       " bytes and the protocol needs " + std::to_string(reserve_) + " (input " +
+                       std::to_string(runner_.input().bytes) + " B, output " + std::to_string(runner_.output().bytes) +
+                       " B, " + std::to_string(n_ops) + " operators; arena " +
+                       std::to_string(runner_.arena_configured()) + " B, of which TFLM uses " +
+                       std::to_string(runner_.arena_used()) + ")";
+        release_model();
+        log_line("hil: " + model_error_);
+        return;
+    }
+    heap_at_load_ = uint32_t(largest);
     model_ok_ = true;
     model_error_.clear();
+}
+
+bool Device::load_runner(const uint8_t* flatbuffer, size_t length, uint32_t bytes, std::string& error) {
+    release_model();
+    arena_ = static_cast<uint8_t*>(memory_.alloc_arena(bytes));
+    if (!arena_) {
+        error = "an arena of " + std::to_string(bytes) + " bytes does not fit the heap (largest free block " +
+                std::to_string(memory_.arena_largest_block()) + " bytes)";
+        return false;
+    }
+    if (runner_.load(flatbuffer, length, arena_, bytes, error)) return true;
+    release_model();
+    return false;
+}
+
+void Device::release_model() {
+    runner_.unload();
+    if (arena_) memory_.free_arena(arena_);
+    arena_ = nullptr;
+    input_.clear();
+    input_.shrink_to_fit();
+    reserve_ = 0;
+    heap_at_load_ = 0;
 }
 
 void Device::feed(const char* data, size_t len) {
@@ -266,11 +337,18 @@ void Device::cmd_hello(const std::string& cmd) {
     }
     w.key("arena").begin_object();
     w.field("configured", runner_.arena_configured()).field("used", runner_.arena_used());
+    w.field("requested", arena_requested_);
+    w.end_object();
+    w.key("heap").begin_object();
+    w.field("free", uint32_t(memory_.heap_free())).field("largest", uint32_t(memory_.heap_largest_block()));
+    w.field("min_free", uint32_t(memory_.heap_min_free())).field("reserve", reserve_);
+    w.field("at_load", heap_at_load_);
     w.end_object();
     const TensorInfo in = runner_.input(), out = runner_.output();
     if (in.bytes) write_tensor(w, "input", in);
     if (out.bytes) write_tensor(w, "output", out);
-    const std::vector<std::string> ops = model_ops_.empty() ? runner_.ops() : model_ops_;
+    const std::vector<std::string> runner_ops = model_ops_.empty() ? runner_.ops() : std::vector<std::string>{};
+    const std::vector<std::string>& ops = model_ops_.empty() ? runner_ops : model_ops_;
     if (model_known_ && !ops.empty()) {
         w.key("ops").begin_array();
         for (const auto& op : ops) w.value(op);

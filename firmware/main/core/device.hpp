@@ -18,16 +18,21 @@ constexpr uint32_t kMaxInferUs = 10000000;  // an inference longer than 10 s abo
 class Device {
 public:
     Device(const BoardInfo& board, Clock& clock, MarkerPin& marker, ModelRunner& runner, Serial& serial,
-           System& system);
+           System& system, Memory& memory);
+    ~Device();
 
-    // Print the boot line `hil-ready protocol=2` (also after a host-side restart).
-    void announce_ready();
+    // Print the boot line `hil-ready protocol=2` (also after a host-side restart); with the reason of the
+    // last reset when the platform knows it (`hil-ready protocol=2 reset=panic`: the host then reports the
+    // crash instead of re-issuing its command).
+    void announce_ready(const char* reset_reason = nullptr);
     // Turn on the operator check: the flatbuffer's operators (custom operators by their custom code) must
     // all be in `supported` (the firmware's ops.txt, firmware_operators()) or the model is refused with
     // E_MODEL naming the first missing one. `tflm_compression`: the runtime can run TFLM_DECODE.
     void set_operator_check(const std::vector<std::string>* supported, bool tflm_compression);
     // Validate a model image (mapped partition or embedded array) and load it into the runner.
     // `arena_override` > 0 replaces the header's arena hint; `default_arena` is used when the hint is 0.
+    // The arena is cut to what the heap holds beside the protocol's reserve (core/memory.hpp), and a model
+    // that leaves the protocol less than its reserve is unloaded again.
     // Failures are kept and reported by `hello` (E_MODEL); this never aborts.
     void load_model_image(const uint8_t* region, size_t region_size, uint32_t default_arena,
                           uint32_t arena_override = 0);
@@ -56,6 +61,9 @@ private:
     void cmd_reset(const std::string& cmd, const std::vector<std::string>& args);
 
     bool require_model(const std::string& cmd);
+    // Load into a fresh arena of `bytes`; false with the runner's reason (the arena is freed again).
+    bool load_runner(const uint8_t* flatbuffer, size_t length, uint32_t bytes, std::string& error);
+    void release_model();
     // One inference on the stored input with the marker high around Invoke(); false on E_INVOKE.
     bool timed_invoke(bool marker, uint32_t& us, std::string& error);
     void discard_upload();
@@ -66,6 +74,7 @@ private:
     ModelRunner& runner_;
     Serial& serial_;
     System& system_;
+    Memory& memory_;
 
     // line framing
     std::string line_;
@@ -79,6 +88,10 @@ private:
     std::string model_sha256_;
     bool model_known_ = false;  // crc/sha/bytes known (image valid even if TFLM refused it)
     std::vector<std::string> model_ops_;  // from the flatbuffer when the operator check is on
+    uint8_t* arena_ = nullptr;            // the runner's tensor arena (memory_)
+    uint32_t arena_requested_ = 0;        // what the image asked for (the arena may be cut to fit the heap)
+    uint32_t reserve_ = 0;                // heap the protocol keeps while this model is loaded
+    uint32_t heap_at_load_ = 0;           // the heap's largest block once the model loaded (checked against reserve_)
 
     // operator check
     const std::vector<std::string>* supported_ops_ = nullptr;

@@ -32,6 +32,21 @@ public:
     virtual void write(const char* data, size_t len) = 0;
 };
 
+// The memory a model is given: the tensor arena, and the heap the protocol's replies and uploads come from
+// (newlib's heap on the STM32 port, where both are one heap; internal RAM or PSRAM on ESP-IDF). Device sizes
+// the arena with it and checks, when a model loads, that the protocol keeps what it needs (core/memory.hpp).
+class Memory {
+public:
+    virtual ~Memory() = default;
+    virtual void* alloc_arena(size_t bytes) = 0;  // 16-byte aligned; nullptr when it does not fit
+    virtual void free_arena(void* arena) = 0;
+    virtual size_t arena_largest_block() = 0;  // the largest arena alloc_arena can give now
+    virtual bool arena_shares_heap() const = 0;  // the arena comes out of the protocol's heap
+    virtual size_t heap_largest_block() = 0;  // the largest block the protocol's next allocation can get
+    virtual size_t heap_free() = 0;
+    virtual size_t heap_min_free() = 0;  // the lowest heap_free() since boot (newlib: the untouched tail)
+};
+
 // Restart of the whole device after the `reset` reply (esp_restart on the board).
 class System {
 public:
@@ -56,9 +71,12 @@ struct OpTiming {
 class ModelRunner {
 public:
     virtual ~ModelRunner() = default;
-    // Load a flatbuffer with an arena of `arena_bytes`; false with a one-line reason on failure
-    // (unsupported operator, arena too small, hybrid model, ...).
-    virtual bool load(const uint8_t* flatbuffer, size_t length, uint32_t arena_bytes, std::string& error) = 0;
+    // Load a flatbuffer into the 16-byte aligned `arena` of `arena_bytes` (owned by the caller, which frees it
+    // only after unload()); false with a one-line reason on failure (unsupported operator, arena too small, ...).
+    virtual bool load(const uint8_t* flatbuffer, size_t length, uint8_t* arena, uint32_t arena_bytes,
+                      std::string& error) = 0;
+    // Forget the model and stop using the arena (before the caller frees it).
+    virtual void unload() = 0;
     // Operator names in execution order; known even when load() failed after parsing the model.
     virtual std::vector<std::string> ops() const = 0;
     virtual TensorInfo input() const = 0;   // bytes == 0 when unknown

@@ -87,7 +87,46 @@ private:
     bool ok_ = true;
 };
 
+// Bytes per element of a TensorType (schema order: FLOAT32, FLOAT16, INT32, UINT8, INT64, STRING, BOOL, INT16,
+// COMPLEX64, INT8, FLOAT64, COMPLEX128, UINT64, RESOURCE, VARIANT, UINT32, UINT16, INT4); 1 when unknown.
+uint32_t element_bytes(uint8_t type) {
+    static const uint8_t kSizes[] = {4, 2, 4, 1, 8, 1, 1, 2, 8, 1, 8, 16, 8, 1, 1, 4, 2, 1};
+    return type < sizeof kSizes ? kSizes[type] : 1u;
+}
+
+// The byte size of tensor `index` of the subgraph at `subgraph` (SubGraph 0 tensors; Tensor 0 shape, 1 type).
+uint32_t tensor_bytes(Flat& f, size_t subgraph, uint32_t index) {
+    uint32_t n_tensors = 0, n_dims = 0;
+    size_t tensors = 0, dims = 0;
+    if (!f.vector(f.field(subgraph, 0), n_tensors, tensors, 4) || index >= n_tensors) return 0;
+    const size_t tensor = f.deref(tensors + 4 * size_t(index));
+    const size_t type_pos = f.field(tensor, 1);
+    uint64_t bytes = element_bytes(type_pos ? f.u8(type_pos) : 0);
+    if (!f.vector(f.field(tensor, 0), n_dims, dims, 4)) return f.ok() ? uint32_t(bytes) : 0;  // a scalar
+    for (uint32_t d = 0; d < n_dims && f.ok(); ++d) {
+        const int32_t dim = int32_t(f.u32(dims + 4 * size_t(d)));
+        bytes *= uint64_t(dim > 0 ? dim : 1);
+        if (bytes > 0xFFFFFFFFull) return 0xFFFFFFFFu;
+    }
+    return f.ok() ? uint32_t(bytes) : 0;
+}
+
 }  // namespace
+
+void model_io_bytes(const uint8_t* flatbuffer, size_t length, uint32_t& input_bytes, uint32_t& output_bytes) {
+    input_bytes = output_bytes = 0;
+    if (!flatbuffer || length < 8) return;
+    Flat f(flatbuffer, length);
+    uint32_t n_subgraphs = 0, n = 0;
+    size_t subgraphs = 0, first = 0;
+    const size_t model = f.deref(0);
+    if (!f.ok() || !f.vector(f.field(model, 2), n_subgraphs, subgraphs, 4) || n_subgraphs == 0) return;
+    const size_t subgraph = f.deref(subgraphs);
+    // SubGraph: 1 inputs, 2 outputs (tensor indices).
+    if (f.ok() && f.vector(f.field(subgraph, 1), n, first, 4) && n > 0) input_bytes = tensor_bytes(f, subgraph, f.u32(first));
+    if (f.ok() && f.vector(f.field(subgraph, 2), n, first, 4) && n > 0) output_bytes = tensor_bytes(f, subgraph, f.u32(first));
+    if (!f.ok()) input_bytes = output_bytes = 0;
+}
 
 const char* builtin_operator_name(int32_t code) {
     if (code < 0 || size_t(code) >= sizeof kBuiltinNames / sizeof kBuiltinNames[0]) return nullptr;

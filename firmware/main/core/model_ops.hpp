@@ -19,6 +19,10 @@ const char* builtin_operator_name(int32_t code);
 bool model_operator_names(const uint8_t* flatbuffer, size_t length, std::vector<std::string>& ops,
                           std::string& error);
 
+// The byte sizes of subgraph 0's first input and first output tensor (shape x element size), read before
+// TFLM sees the model so the arena can be sized with the protocol's needs; 0 for what the model does not say.
+void model_io_bytes(const uint8_t* flatbuffer, size_t length, uint32_t& input_bytes, uint32_t& output_bytes);
+
 // The operators the firmware registers: the names of ops.txt, generated into hil_ops.inc by the build.
 // TFLM_DECODE is in the list only when the build's TFLM has compression (HIL_TFLM_COMPRESSION=1).
 const std::vector<std::string>& firmware_operators();
