@@ -633,7 +633,8 @@ class Campaign:
         ds = self.dataset()
         n = self.options.accuracy_samples or len(ds.x_test)
         self.progress(f"{variant}: streaming {n} test images for on-device accuracy")
-        acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=snap.host_outputs)
+        acc = measure_accuracy(dut, ds.x_test[:n], ds.y_test[:n], host_outputs=snap.host_outputs,
+                               progress=lambda message: self.progress(f"{variant}: {message}"))
         self.phases["accuracy_s"] += time.perf_counter() - t2
         return acc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -443,6 +444,9 @@ class AccuracyResult:
     cosine: float | None
 
 
+PROGRESS_EVERY_S = 30.0  # accuracy streaming reports at least this often, besides every 100 images
+
+
 def measure_accuracy(
     dut: DutClient,
     x: np.ndarray,
@@ -464,10 +468,12 @@ def measure_accuracy(
     spec_out = TensorSpec(info.output.shape, np.dtype(info.output.dtype), info.output.scale, info.output.zero_point)
     xq = quantize_input(x, spec_in)
     device_out = []
+    said = time.monotonic()
     for i in range(len(xq)):
         device_out.append(dequantize_output(dut.predict(xq[i : i + 1]), spec_out).reshape(-1))
-        if (i + 1) % 100 == 0:
+        if (i + 1) % 100 == 0 or time.monotonic() - said >= PROGRESS_EVERY_S:  # a slow board still shows life
             progress(f"accuracy: {i + 1}/{len(xq)} images")
+            said = time.monotonic()
     dev = np.stack(device_out)
     accuracy = float(np.mean(dev.argmax(1) == y)) * 100
     if host_outputs is None:

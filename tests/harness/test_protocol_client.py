@@ -239,3 +239,19 @@ def test_a_virtual_board_at_921600_baud_answers_only_a_host_at_that_baud(sine_mo
             DutClient(b.pty_path, baudrate=115200, margin_s=0.0).open()
         with DutClient(b.pty_path, baudrate=921600) as c:
             assert c.hello_info is not None and c.hello_info.model_ok
+
+
+def test_accuracy_streaming_reports_progress_every_100_images_and_on_a_slow_board(board: VirtualBoard,
+                                                                                 monkeypatch) -> None:
+    import hil.measure as measure
+
+    x = np.linspace(0, 3, 130, dtype=np.float32).reshape(-1, 1)
+    y = np.zeros(130, dtype=int)
+    said: list[str] = []
+    with DutClient(board.url) as c:
+        measure.measure_accuracy(c, x, y, progress=said.append)
+        assert said == ["accuracy: 100/130 images"]
+        said.clear()
+        monkeypatch.setattr(measure, "PROGRESS_EVERY_S", 0.0)  # every image is "30 s later" on a slow board
+        measure.measure_accuracy(c, x[:3], y[:3], progress=said.append)
+    assert said == [f"accuracy: {i}/3 images" for i in (1, 2, 3)]
