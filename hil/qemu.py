@@ -120,13 +120,22 @@ def build_firmware(build_dir: Path = DEFAULT_BUILD_DIR, *, tflm_dir: Path | None
 
 
 def _first_error(log_path: Path) -> str:
-    """The line of a build log that says what went wrong first (a compiler error, CMake's error), else its last."""
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "error:" in line or "Error:" in line or line.startswith("CMake Error"):
-            if line.startswith("CMake Error") and i + 1 < len(lines):
-                return f"{line} {lines[i + 1]}"
-            return line
+    """The line of a build log that says what went wrong first (a compiler error, CMake's error with its wrapped
+    message), else its last line."""
+    raw = log_path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(raw):
+        text = line.strip()
+        if text.startswith("CMake Error"):
+            message = []
+            for more in raw[i + 1:]:
+                if message and not more.strip():
+                    break
+                if more.strip():
+                    message.append(more.strip())
+            return " ".join([text, *message])
+        if "error:" in text or "Error:" in text:
+            return text
+    lines = [line.strip() for line in raw if line.strip()]
     return lines[-1] if lines else "(no output)"
 
 

@@ -756,6 +756,17 @@ TEST("short of the reserve after a load, the arena shrinks to what TFLM measured
     CHECK(b.memory.heap_largest_block() >= reserve);
 }
 
+TEST("a model refused in an arena cut to fit says so, with the sizes") {
+    FakeModelSpec spec;
+    spec.arena_needs = 95000;
+    HeapBench b(100000, 120000, spec);
+    CHECK(!b.device.model_ok());
+    CHECK(has(b.device.model_error(), "arena too small: needs 95000 bytes"));
+    CHECK(has(b.device.model_error(), "(the arena was cut from the requested 120000 bytes: the heap's largest block "
+                                      "is 100000 and the load and the protocol keep " +
+                                          std::to_string(load_reserve(0, 0, 0)) + ")"));
+}
+
 TEST("with the arena in other memory (PSRAM) the hint is kept whole") {
     HeapBench b(20000, 200000, FakeModelSpec{}, false);
     CHECK(b.device.model_ok());

@@ -140,3 +140,12 @@ def test_the_build_cache_follows_the_librarys_content_not_its_path(tmp_path):
     lib.write_bytes(b"!<arch>\nfirst build")
     assert _sources_hash("opts", lib) == first
     assert _sources_hash("opts", None) != first
+
+
+def test_a_configure_error_is_said_whole_with_its_log(tmp_path):
+    """CMake wraps its messages over several lines: the HilError carries the whole message, not its first line."""
+    tree, lib = _fake_tflm(tmp_path, compressed=True)
+    with pytest.raises(HilError) as err:
+        build_firmware(tmp_path / "build", tflm_dir=tree, tflm_lib=lib)
+    assert ("TFLM_LIB is built with USE_TFLM_COMPRESSION: configure with -DHIL_TFLM_COMPRESSION=ON (TFLM's "
+            "classes differ between the two builds); build log in") in str(err.value)

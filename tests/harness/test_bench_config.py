@@ -69,3 +69,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 def test_amplifier_wiring_with_gain_is_accepted() -> None:
     b = parse_bench({"shunt": {"wiring": "amplifier", "gain": 50, "ohms": 0.01}})
     assert (b.shunt.wiring, b.shunt.gain) == ("amplifier", 50)
+
+
+def test_a_qemu_board_names_the_tflm_build_it_links(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TFLM", str(tmp_path))
+    board = {"name": "q", "chip": "stm32f405", "port": "qemu",
+             "tflm": {"dir": "$TFLM", "lib": "$TFLM/gen/lib/libtensorflow-microlite.a"}}
+    tflm = parse_bench({"boards": [board]}).boards[0].tflm
+    assert tflm is not None and tflm.dir == str(tmp_path) and not tflm.compression
+    assert tflm.lib == f"{tmp_path}/gen/lib/libtensorflow-microlite.a"
+    with pytest.raises(HilError, match="tflm dir 'tflite-micro' must be an absolute path"):
+        parse_bench({"boards": [{**board, "tflm": {"dir": "tflite-micro", "lib": "/x.a"}}]})
+    with pytest.raises(HilError, match="tflm: names the TFLM library of the emulated STM32F405 port"):
+        parse_bench({"boards": [{"name": "e", "port": "/dev/ttyUSB0", "tflm": {"dir": "/t", "lib": "/t/l.a"}}]})

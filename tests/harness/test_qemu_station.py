@@ -111,3 +111,16 @@ def test_pytest_m_hil_on_the_emulated_bench_skips_with_the_reason_never_fakes(ba
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "2 passed" in r.stdout and "links the fake model runner" in r.stdout  # flash_kb, the flashed model
     assert "(emulated)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_tflm_build_that_fails_is_an_error_not_a_skip(tmp_path: Path) -> None:
+    """A bench that names a TFLM library the harness cannot link is a mistake to fix: one HilError naming the
+    library, never the 'bench unavailable' skip a missing toolchain gets."""
+    from hil.station import AppUnavailable
+
+    board = {"name": "q", "chip": "stm32f405", "port": "qemu",
+             "tflm": {"dir": str(tmp_path), "lib": str(tmp_path / "libtensorflow-microlite.a")}}
+    station = open_station(parse_bench({"boards": [board]}))
+    with pytest.raises(HilError, match=r"TFLM library .*libtensorflow-microlite\.a does not exist") as err:
+        station.start()
+    assert not isinstance(err.value, AppUnavailable)

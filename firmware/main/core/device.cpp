@@ -174,10 +174,15 @@ void Device::load_model_image(const uint8_t* region, size_t region_size, uint32_
     arena_requested_ = arena_override ? arena_override : (img.arena_hint ? img.arena_hint : default_arena);
     uint32_t in_bytes = 0, out_bytes = 0;  // from the flatbuffer: the reserve before TFLM has seen the model
     model_io_bytes(img.flatbuffer, img.length, in_bytes, out_bytes);
-    uint32_t bytes = fit_arena(arena_requested_, memory_.arena_largest_block(), memory_.arena_shares_heap(),
-                               load_reserve(in_bytes, out_bytes, model_ops_.size()), error);
+    const size_t largest_before = memory_.arena_largest_block();
+    const uint32_t kept = load_reserve(in_bytes, out_bytes, model_ops_.size());
+    uint32_t bytes = fit_arena(arena_requested_, largest_before, memory_.arena_shares_heap(), kept, error);
     if (!bytes || !load_runner(img.flatbuffer, img.length, bytes, error)) {
         model_error_ = error.empty() ? "model could not be loaded" : error;
+        if (bytes && bytes < arena_requested_)
+            model_error_ += " (the arena was cut from the requested " + std::to_string(arena_requested_) +
+                            " bytes: the heap's largest block is " + std::to_string(largest_before) +
+                            " and the load and the protocol keep " + std::to_string(kept) + ")";
         log_line("hil: " + model_error_);
         return;
     }
