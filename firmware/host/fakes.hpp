@@ -87,23 +87,30 @@ public:
             std::string ignored;
             if (!model_operator_names(flatbuffer, length, model_ops_, ignored)) model_ops_.clear();
         }
-        arena[0] = arena[arena_bytes - 1] = 0;  // the arena is the caller's, all of it writable
-        in_.assign(spec_.input.bytes, 0xA5);  // like a fresh arena: not zeros
-        out_.assign(spec_.output.bytes, 0);
+        // the tensors live in the arena, as TFLM's do: the heap holds nothing of the model
+        const size_t in_bytes = spec_.input.bytes, out_bytes = spec_.output.bytes;
+        if (size_t(arena_bytes) < in_bytes + out_bytes) {
+            error = "arena too small: needs " + std::to_string(in_bytes + out_bytes) + " bytes, has " +
+                    std::to_string(arena_bytes);
+            return false;
+        }
+        in_ = arena;
+        out_ = arena + in_bytes;
+        std::fill(in_, in_ + in_bytes, uint8_t(0xA5));  // like a fresh arena: not zeros
+        std::fill(out_, out_ + out_bytes, uint8_t(0));
         loaded_ = true;
         return true;
     }
     void unload() override {
         loaded_ = false;
         model_ops_.clear();
-        in_.clear();
-        out_.clear();
+        in_ = out_ = nullptr;
     }
     std::vector<std::string> ops() const override { return model_ops_.empty() ? spec_.ops : model_ops_; }
     TensorInfo input() const override { return loaded_ ? spec_.input : TensorInfo{}; }
     TensorInfo output() const override { return loaded_ ? spec_.output : TensorInfo{}; }
-    uint8_t* input_data() override { return in_.data(); }
-    const uint8_t* output_data() override { return out_.data(); }
+    uint8_t* input_data() override { return in_; }
+    const uint8_t* output_data() override { return out_; }
     bool invoke(std::string& error) override {
         ++invokes;
         if (marker_) marker_->events += 'I';
@@ -116,8 +123,8 @@ public:
             leaked_.back()[0] = 1;
         }
         uint32_t sum = 0;
-        for (uint8_t b : in_) sum += b;
-        for (size_t i = 0; i < out_.size(); ++i) out_[i] = uint8_t((sum + 31 * i) & 0xFF);
+        for (size_t i = 0; i < spec_.input.bytes; ++i) sum += in_[i];
+        for (size_t i = 0; i < spec_.output.bytes; ++i) out_[i] = uint8_t((sum + 31 * i) & 0xFF);
         if (clock_) clock_->advance_us(spec_.latency_us + invokes % 5);
         return true;
     }
@@ -140,7 +147,8 @@ private:
     FakeModelSpec spec_;
     bool loaded_ = false;
     uint32_t configured_ = 0;
-    std::vector<uint8_t> in_, out_;
+    uint8_t* in_ = nullptr;  // in the caller's arena
+    uint8_t* out_ = nullptr;
     std::vector<std::string> model_ops_;
     std::vector<std::unique_ptr<uint8_t[]>> leaked_;
 };

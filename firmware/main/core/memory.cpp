@@ -20,7 +20,8 @@ uint32_t protocol_reserve(uint32_t input_bytes, uint32_t output_bytes, size_t n_
 }
 
 uint32_t load_reserve(uint32_t input_bytes, uint32_t output_bytes, size_t n_ops) {
-    const uint64_t load = 1024ull + 2ull * input_bytes + output_bytes + 64ull * n_ops;
+    // the device's copy of the input; the operator names (device and runner) and the profiler's events
+    const uint64_t load = 1024ull + input_bytes + 64ull * n_ops;
     const uint64_t total = load + protocol_reserve(input_bytes, output_bytes, n_ops);
     return total > 0xFFFFFFFFull ? 0xFFFFFFFFu : uint32_t(total);
 }

@@ -15,8 +15,8 @@ constexpr uint32_t kMinArenaBytes = 1024;  // below this no model loads: refuse 
 // every operator (`hello`, `profile`). Measured against the heap's low-water mark in tests/firmware.
 uint32_t protocol_reserve(uint32_t input_bytes, uint32_t output_bytes, size_t n_ops);
 
-// What loading a model takes from the heap besides the arena (the device's copy of the input, the runner's
-// tensor buffers and per-operator bookkeeping) plus protocol_reserve: kept free when the arena is sized, before
+// What loading a model takes from the heap besides the arena (the device's copy of the input and per-operator
+// bookkeeping; the tensors are in the arena) plus protocol_reserve: kept free when the arena is sized, before
 // the model is loaded. On newlib the heap never shrinks back, so this must hold the first time.
 uint32_t load_reserve(uint32_t input_bytes, uint32_t output_bytes, size_t n_ops);
 
