@@ -75,8 +75,9 @@ class Faults:
 class LineReader:
     """Splits a byte stream into command lines; a line over the limit is discarded up to its terminator."""
 
-    def __init__(self, limit: int = MAX_LINE_BYTES):
+    def __init__(self, limit: int = MAX_LINE_BYTES, terminator: bytes = b"\n"):
         self.limit = limit
+        self.terminator = terminator  # b"%" for the MLPerf Tiny personality
         self.buf = bytearray()
         self.discarding = False
 
@@ -85,7 +86,7 @@ class LineReader:
         out: list[bytes | None] = []
         start = 0
         while True:
-            nl = data.find(b"\n", start)
+            nl = data.find(self.terminator, start)
             piece = data[start:] if nl < 0 else data[start:nl]
             if not self.discarding:
                 self.buf.extend(piece)
@@ -156,8 +157,9 @@ class LineServer:
     """
 
     def __init__(self, on_line: Callable[[Session, str | None], None], faults: Faults, *, seed: int = 0,
-                 baud: int | None = None):
+                 baud: int | None = None, terminator: bytes = b"\n"):
         self.on_line = on_line
+        self.terminator = terminator  # what ends a command: a newline, or `%` (MLPerf Tiny)
         self.faults = faults
         self.baud = baud
         self.pty_path: str | None = None
@@ -217,6 +219,7 @@ class LineServer:
         self._selector.close()
 
     def _add(self, session: Session) -> None:
+        session.reader = LineReader(terminator=self.terminator)
         with self._lock:
             self.sessions.append(session)
             self._selector.register(session.fd, selectors.EVENT_READ, session)

@@ -76,3 +76,39 @@ def model_with_ops(ops: list[str | tuple[int, int, str | None]],
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def reshape_model(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> bytes:
+    """A runnable int8 model: one RESHAPE from `input_shape` to `output_shape` (same element count), both tensors
+    quantized with scale 1/256 and zero point -128, so TFLM runs it and its output is its input, dequantized."""
+    import flatbuffers
+
+    s = schema()
+    model = s.ModelT()
+    model.version = 3
+    oc = s.OperatorCodeT()
+    oc.builtinCode = oc.deprecatedBuiltinCode = builtin("RESHAPE")
+    oc.version = 1
+    model.operatorCodes = [oc]
+    sub = s.SubGraphT()
+    sub.tensors = []
+    for i, shape in enumerate((input_shape, output_shape)):
+        tensor = s.TensorT()
+        tensor.shape, tensor.type, tensor.buffer, tensor.name = list(shape), s.TensorType.INT8, 0, f"t{i}"
+        q = s.QuantizationParametersT()
+        q.scale, q.zeroPoint = [1 / 256], [-128]
+        tensor.quantization = q
+        sub.tensors.append(tensor)
+    sub.inputs, sub.outputs = [0], [1]
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    op.builtinOptionsType = s.BuiltinOptions.ReshapeOptions
+    options = s.ReshapeOptionsT()
+    options.newShape = list(output_shape)
+    op.builtinOptions = options
+    sub.operators = [op]
+    model.subgraphs = [sub]
+    model.buffers = [s.BufferT()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

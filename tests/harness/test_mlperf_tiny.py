@@ -1,0 +1,226 @@
+"""The MLPerf Tiny protocol (issue 22, first part): docs/mlperf-tiny-vectors.json against the virtual DUT in-process
+and over its pty through the host client, the reference reply formats through the host parser, and the failures a
+host must catch: no `m-ready`, an `e-[...]` reply, a malformed `m-results`, a wrong byte count after `db load`."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hil.dut import mlperf_wire as wire
+from hil.dut.mlperf_tiny import MlperfTimeout, MlperfTinyClient
+from hil.dut.mlperf_wire import MlperfError
+from hil.sim.mlperf_device import MlperfBoard, MlperfDevice, model_kind
+from tests.firmware.tflite_builder import reshape_model
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = json.loads((ROOT / "docs" / "mlperf-tiny-vectors.json").read_text())
+SHARED = ROOT.parent / "shared" / "data"
+# A runnable stand-in for each reference model's input (CI has no copy of the MLPerf Tiny models): the virtual DUT
+# recognises the benchmark by the input's shape, as the vectors' "model" names it.
+STAND_INS = {"mlperf_tiny_kws_ref_model.tflite": ((1, 49, 10, 1), (1, 490))}
+
+
+def _model(name: str) -> bytes:
+    return reshape_model(*STAND_INS[name])
+
+
+def _matches(want: str, got: str) -> bool:
+    if want == "{results}":
+        return got.startswith("m-results-[") and got.endswith("]")
+    pattern = re.escape(want).replace(re.escape("{u32}"), r"\d+")
+    return re.fullmatch(pattern, got) is not None
+
+
+def _check(step: dict, got: list[str]) -> None:
+    assert len(got) == len(step["expect"]), (step, got)
+    for want, line in zip(step["expect"], got, strict=True):
+        assert _matches(want, line), (step["send"], want, line)
+
+
+@pytest.mark.parametrize("exchange", VECTORS["exchanges"], ids=lambda e: e["name"])
+def test_the_vectors_against_the_virtual_dut(exchange: dict) -> None:
+    device = MlperfDevice(_model(exchange["model"]))
+    for step in exchange["steps"]:
+        _check(step, device.handle(step["send"]))
+
+
+@pytest.mark.parametrize("exchange", VECTORS["exchanges"], ids=lambda e: e["name"])
+def test_the_vectors_over_the_pty_through_the_client(exchange: dict) -> None:
+    """The same exchanges, the commands sent as `text%` bytes on a pty and the replies read to `m-ready`; an
+    `e-[...]` reply is the client's MlperfError carrying the DUT's text."""
+    with MlperfBoard(_model(exchange["model"])) as board, MlperfTinyClient(board.pty_path) as client:
+        for step in exchange["steps"]:
+            errors = [line for line in step["expect"] if line.startswith("e-[")]
+            if errors:
+                with pytest.raises(MlperfError, match=re.escape(errors[0][3:-1])):
+                    client.request(step["send"])
+                continue
+            # the client drops empty lines, as the reference runner does (db print's extra line after a short row)
+            _check({**step, "expect": [line for line in step["expect"] if line]},
+                   [*client.request(step["send"]), wire.READY])
+
+
+@pytest.mark.parametrize("case", VECTORS["replies"], ids=lambda c: c["name"])
+def test_reference_replies_through_the_parser(case: dict) -> None:
+    def parse():
+        if case["parse"] == "results":
+            return wire.parse_results(case["lines"][0])
+        return wire.parse_infer(case["lines"], case["n"], case["warmup"])
+
+    if "error" in case:
+        with pytest.raises(MlperfError, match=re.escape(case["error"])):
+            parse()
+        return
+    got = parse()
+    results = got if case["parse"] == "results" else got.results
+    assert results == tuple(case["results"])
+    if "laps" in case:
+        assert got.laps_us == tuple(case["laps"])
+    if "window_us" in case:
+        assert got.window_us == case["window_us"]
+
+
+def test_results_are_rendered_as_each_reference_submission_prints_them() -> None:
+    assert wire.format_results([0.0, 0.05, 0.99609375], "kws01") == "m-results-[0.000,0.050,0.996]"
+    assert wire.format_results([0.121, 0.879], "vww01") == "m-results-[0.121,0.879,]"
+    assert wire.format_results([0.1234, 0.5], "ic01") == "m-results-[0.123,0.500]"
+    assert wire.format_results([12.3456], "ad01") == "m-results-[12.346]"
+
+
+def test_commands_the_dut_would_misread_are_refused_on_the_host() -> None:
+    for bad in ("", "db 1%2", "x" * 81):
+        with pytest.raises(ValueError):
+            wire.command(bad)
+    chunks = wire.db_commands(bytes(range(70)))
+    assert chunks[0] == "db load 70" and len(chunks) == 1 + 3
+    assert all(len(c) <= wire.MAX_COMMAND for c in chunks) and chunks[1] == "db " + bytes(range(31)).hex()
+
+
+def test_an_input_streams_and_runs_as_the_accuracy_mode_does() -> None:
+    """predict = db load + hex chunks + infer 1 0: the device's output is the model's on that input (the reshape
+    model's output is its input, so the bytes sent come back dequantized)."""
+    x = np.arange(-128, 362, dtype=np.int16).astype(np.int8).reshape(1, 49, 10, 1)
+    with MlperfBoard(_model("mlperf_tiny_kws_ref_model.tflite")) as board, MlperfTinyClient(board.url) as client:
+        assert client.name() == "unspecified"
+        assert client.profile() == (wire.FIRMWARE, "kws01")
+        got = client.predict(x)
+    want = (x.reshape(-1).astype(np.float64) + 128) / 256
+    np.testing.assert_allclose(got, np.floor(want * 1000) / 1000)  # kws01 truncates to 3 decimals
+
+
+def test_latency_is_the_timestamp_window_over_n_on_the_simulated_clock() -> None:
+    with MlperfBoard(_model("mlperf_tiny_kws_ref_model.tflite")) as board, MlperfTinyClient(board.url) as client:
+        reply = client.infer(50, 3)
+        per_inference = board.device.latency_us
+    assert reply.n == 50 and reply.laps_us is not None
+    assert reply.latency_us == pytest.approx(per_inference, abs=1 / 50)  # the clock counts whole microseconds
+    assert reply.inferences_per_s == pytest.approx(1e6 / per_inference, rel=1e-3)
+
+
+def test_a_dut_that_never_says_m_ready_is_one_clear_timeout() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    held: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        with MlperfTinyClient(f"socket://127.0.0.1:{port}", line_timeout_s=0.3) as client:
+            thread.join(5)
+            held[0].sendall(b"m-name-dut-[mute]\r\n")  # answers, but never ends its reply
+            with pytest.raises(MlperfTimeout, match=r"did not end its reply to 'name' with 'm-ready' within 0.3 s; "
+                                                    r"it said \['m-name-dut-\[mute\]'\]"):
+                client.name()
+    finally:
+        for s in held:
+            s.close()
+        server.close()
+
+
+def _board_with(handle) -> MlperfBoard:
+    board = MlperfBoard(_model("mlperf_tiny_kws_ref_model.tflite"))
+    original = board.device.handle
+    board.device.handle = lambda command: handle(original, command)  # type: ignore[method-assign]
+    return board
+
+
+def test_a_dut_that_expects_another_byte_count_is_refused_before_any_data() -> None:
+    def handle(original, command):
+        if command.startswith("db load "):
+            return original("db load 489")[:1] + [wire.READY]  # says 489, whatever the host asked for
+        return original(command)
+
+    with _board_with(handle).start() as board, MlperfTinyClient(board.url) as client:
+        with pytest.raises(MlperfError, match="the DUT expects 489 bytes, the host sends 490"):
+            client.load(bytes(490))
+
+
+def test_a_dut_that_finishes_loading_early_is_a_wrong_byte_count() -> None:
+    def handle(original, command):
+        if command.startswith("db load "):
+            original("db load 62")  # takes 62 bytes, but confirms what the host asked
+            return [f"m-[Expecting {command.split()[-1]} bytes]", wire.READY]
+        return original(command)
+
+    with _board_with(handle).start() as board, MlperfTinyClient(board.url) as client:
+        with pytest.raises(MlperfError, match="wrong byte count: the DUT finished loading after 62 of 490 bytes"):
+            client.load(bytes(490))
+
+
+def test_a_malformed_results_line_on_the_wire_is_an_error_not_a_figure() -> None:
+    def handle(original, command):
+        lines = original(command)
+        return [line[:-6] if line.startswith("m-results-[") else line for line in lines]  # cut mid-number
+
+    with _board_with(handle).start() as board, MlperfTinyClient(board.url) as client:
+        with pytest.raises(MlperfError, match="malformed results line"):
+            client.infer(1, 0)
+
+
+def test_the_virtual_dut_recognises_the_reference_benchmarks_by_their_input() -> None:
+    assert model_kind((1, 49, 10, 1), "int8") == "kws01"
+    assert model_kind((1, 96, 96, 3), "int8") == "vww01"
+    assert model_kind((1, 32, 32, 3), "int8") == "ic01"
+    assert model_kind((1, 640), "int8") == "ad01"
+    assert model_kind((1, 32, 32, 1), "int8") is None
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} (the MLPerf Tiny reference models) is absent")
+@pytest.mark.parametrize("name", ["mlperf_tiny_kws_ref_model", "mlperf_tiny_vww_96_int8", "mlperf_tiny_resnet_quant",
+                                  "mlperf_tiny_ad01_int8"])
+def test_the_reference_models_run_through_the_mlperf_path_as_the_host_tflm_does(name: str) -> None:
+    """Each reference model on the virtual DUT, fed in its benchmark's own wire format (int8 features, uint8 RGB,
+    float32 LE), gives the host TFLM runtime's result as the reference prints it."""
+    from models.tflm import TflmModel
+
+    blob = (SHARED / f"{name}.tflite").read_bytes()
+    ref = TflmModel(blob)
+    rng = np.random.default_rng(22)
+    with MlperfBoard(blob) as board, MlperfTinyClient(board.url) as client:
+        kind = client.profile()[1]
+        spec = ref.input
+        for _ in range(2):
+            if kind in ("vww01", "ic01"):
+                wire_x = rng.integers(0, 256, size=spec.shape, dtype=np.uint8)
+                x = (wire_x.astype(np.int16) - 128).astype(np.int8)
+            elif kind == "ad01":
+                wire_x = rng.normal(0, 10, size=int(np.prod(spec.shape))).astype("<f4")
+                x = np.clip(np.round(wire_x / spec.scale) + spec.zero_point, -128, 127).astype(np.int8)
+            else:
+                wire_x = rng.integers(-128, 128, size=spec.shape, dtype=np.int8)
+                x = wire_x
+            got = client.predict(wire_x)
+            y = (ref.invoke(x.reshape(spec.shape)).reshape(-1).astype(np.float64) - ref.output.zero_point) \
+                * ref.output.scale
+            if kind == "ad01":
+                want = np.array([np.mean((y - wire_x.astype(np.float64)) ** 2)])
+                np.testing.assert_allclose(got, want, atol=5e-4, rtol=1e-3)
+            else:
+                tolerance = 1e-3 if kind == "kws01" else 5e-4  # kws01 truncates, the others round to 3 decimals
+                np.testing.assert_allclose(got, y, atol=tolerance)
