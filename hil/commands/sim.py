@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tcp-port", type=int, default=0, help="TCP port for socket:// access (default: a free one)"
     )
     p.add_argument("--no-scope", action="store_true", help="start the board only")
+    p.add_argument("--protocol", choices=("hil", "mlperf-tiny"), default="hil",
+                   help="the board's protocol: ours (docs/protocol.md) or MLPerf Tiny's EnergyRunner API "
+                   "(docs/mlperf-tiny.md; the board alone, performance mode)")
     p.set_defaults(func=run)
 
 
@@ -57,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from hil.sim.bench import VirtualBench, default_model_path
     from hil.sim.noise import session_seed
 
-    config, source = _config(args.bench)
     model = Path(args.model) if args.model else default_model_path()
+    if args.protocol == "mlperf-tiny":
+        return _run_mlperf(model, args.tcp_port)
+    config, source = _config(args.bench)
     noise = config.virtual.noise
     noise_seed = noise.seed if noise.seed is not None else session_seed(uuid.uuid4().hex)  # a session of its own
     bench = VirtualBench(config, model, board=args.board, speed=args.speed, scope=not args.no_scope,
@@ -94,3 +99,34 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         bench.stop()
+
+
+def _run_mlperf(model: Path, tcp_port: int) -> int:
+    """The virtual ESP32's MLPerf Tiny personality alone, until Ctrl-C."""
+    from hil.errors import HilError
+    from hil.sim.mlperf_device import MlperfBoard
+
+    try:
+        blob = model.read_bytes()
+    except OSError as exc:
+        raise HilError(f"cannot read the model {model}: {exc.strerror}; pass --model PATH to a .tflite file") from None
+    board = MlperfBoard(blob)
+    if board.device.model.error is not None:
+        raise HilError(f"the virtual MLPerf Tiny DUT cannot run {model}: {board.device.model.error}")
+    board.start(tcp_port=tcp_port)
+    try:
+        device = board.device
+        print("virtual MLPerf Tiny DUT -- all figures it produces are SIMULATED", flush=True)
+        print(f"model:    {model} (m-model-[{device.kind or 'custom'}], input {list(device.input_spec.shape)} "
+              f"{device.input_spec.dtype.name}, {device.latency_us / 1000:.3f} ms per inference)")
+        print(f"serial:   {board.pty_path}")
+        print(f"socket:   {board.url}")
+        print(f"try:      python -m serial.tools.miniterm {board.pty_path} 115200  (type name% then profile%)")
+        print("Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("virtual MLPerf Tiny DUT stopped", flush=True)
+        return 0
+    finally:
+        board.stop()

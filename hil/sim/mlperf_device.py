@@ -111,7 +111,7 @@ class MlperfDevice:
         elif head == "timestamp":
             out = self._timestamp()
         elif head == "profile":
-            out = [f"m-profile-[{wire.FIRMWARE}]", f"m-model-[{self.kind or 'ic01'}]"]
+            out = [f"m-profile-[{wire.FIRMWARE}]", f"m-model-[{self.kind or 'custom'}]"]
         elif head == "help":
             out = list(HELP)
         elif head == "db":
@@ -222,7 +222,7 @@ class MlperfDevice:
         if self.kind == "ad01":
             x = self._last_input_float if self._last_input_float is not None else np.zeros(y.size)
             return [wire.format_results([float(np.mean((y - x) ** 2))], "ad01")]
-        return [wire.format_results([float(v) for v in y], self.kind or "ic01")]
+        return [wire.format_results([float(v) for v in y], self.kind or "custom")]
 
 
 class MlperfBoard:
@@ -243,8 +243,8 @@ class MlperfBoard:
     def url(self) -> str | None:
         return self._server.url
 
-    def start(self) -> MlperfBoard:
-        self._server.start()
+    def start(self, *, tcp_port: int | None = 0) -> MlperfBoard:
+        self._server.start(tcp_port=tcp_port)
         for line in self.device.boot():
             self._server.broadcast(line)
         return self

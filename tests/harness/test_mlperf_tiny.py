@@ -224,3 +224,43 @@ def test_the_reference_models_run_through_the_mlperf_path_as_the_host_tflm_does(
             else:
                 tolerance = 1e-3 if kind == "kws01" else 5e-4  # kws01 truncates, the others round to 3 decimals
                 np.testing.assert_allclose(got, y, atol=tolerance)
+
+
+def test_hil_sim_serves_the_mlperf_personality_until_ctrl_c(tmp_path: Path) -> None:
+    """`hil sim --protocol mlperf-tiny --model M` prints the DUT's port; the client runs it; Ctrl-C stops it."""
+    import signal
+    import subprocess
+    import sys
+
+    model = tmp_path / "kws-shaped.tflite"
+    model.write_bytes(_model("mlperf_tiny_kws_ref_model.tflite"))
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sim", "--protocol", "mlperf-tiny", "--model",
+                             str(model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("socket:"):
+                break
+        assert "SIMULATED" in seen[0] and "m-model-[kws01]" in seen[1], seen
+        with MlperfTinyClient(seen[-1].split()[1]) as client:
+            assert client.profile()[1] == "kws01"
+            assert client.infer(5, 1).n == 5
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "virtual MLPerf Tiny DUT stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_hil_sim_with_a_model_it_cannot_read_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "hil.cli", "sim", "--protocol", "mlperf-tiny", "--model",
+                        str(tmp_path / "none.tflite")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "cannot read the model" in r.stderr and "--model PATH" in r.stderr
