@@ -124,9 +124,14 @@ class BoardConfig(_Strict):
     shunt: ShuntConfig | None = None  # this board's own shunt; default: the bench's shunt
     supply_volts: float | None = Field(None, gt=0, le=60)  # this board's supply; default: the bench's
     tflm: TflmConfig | None = None  # port qemu: link this TFLM build instead of the fake model runner
+    # the firmware's protocol: ours (docs/protocol.md) or MLPerf Tiny's EnergyRunner API (docs/mlperf-tiny.md)
+    protocol: Literal["hil", "mlperf-tiny"] = "hil"
 
     @model_validator(mode="after")
     def _chip_clock(self) -> BoardConfig:
+        if self.protocol == "mlperf-tiny" and self.port != VIRTUAL:
+            raise ValueError("protocol mlperf-tiny runs on the virtual board for now (port: virtual): a real MLPerf "
+                             "Tiny board has its model built into its firmware (docs/mlperf-tiny.md)")
         if self.tflm is not None and self.port != QEMU:
             raise ValueError("tflm: names the TFLM library of the emulated STM32F405 port (port: qemu); a real "
                              "board's firmware is built by ESP-IDF with esp-tflite-micro")

@@ -572,7 +572,8 @@ class Campaign:
                 for metric in ("arena_kb", "latency_ms", "latency_p95_ms", *POWER_METRICS, *DEVICE_ACCURACY_METRICS):
                     keep(metric, Figure.not_measurable(unavailable))
                 return figures
-            keep("arena_kb", Figure((hello.arena_used or 0) / 1024))
+            keep("arena_kb", Figure(hello.arena_used / 1024) if hello.arena_used is not None else
+                 Figure.not_measurable(f"{station.spec.name} does not report its tensor arena"))
             try:
                 with _board_failures_said_plainly(station.spec.name, dut):
                     acc = self._measure_on_board(variant, station, dut, snap, keep)
@@ -626,8 +627,7 @@ class Campaign:
                                                progress=lambda s: self.progress(f"{variant}: {s}")).items():
                 keep(metric, fig)
             for metric in POWER_METRICS:
-                keep(metric, Figure.not_measurable(f"{station.spec.name} is emulated in QEMU: no current to "
-                                                   "measure, and its latency is emulated instruction time"))
+                keep(metric, Figure.not_measurable(station.no_power_reason))
         self.phases["power_s"] += time.perf_counter() - t1
         t2 = time.perf_counter()
         ds = self.dataset()

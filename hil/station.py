@@ -26,6 +26,7 @@ class Station(ABC):
     simulated: bool = False
     emulated: bool = False  # the firmware runs in an emulator: latency is instruction-count time
     measures_power: bool = True  # False: no current can be measured (power figures are skipped with a reason)
+    no_power_reason: str = ""  # why, when measures_power is False
 
     def __init__(self, spec: StationSpec):
         self.spec = spec
@@ -151,6 +152,57 @@ class VirtualStation(Station):
         return self._running().meter_resource()
 
 
+class VirtualMlperfStation(Station):
+    """The virtual ESP32's MLPerf Tiny personality (`protocol: mlperf-tiny`, hil.sim.mlperf_device): each flash
+    boots a DUT with the variant as its benchmark model, reached through hil.dut.mlperf_tiny.MlperfDut. No power
+    yet: energy between the timestamp edges is the next step of issue 22 (docs/mlperf-tiny.md)."""
+
+    simulated = True
+    measures_power = False
+    no_power_reason = ("power and energy are not measured on an MLPerf Tiny DUT yet (energy between its timestamp "
+                       "edges: docs/mlperf-tiny.md)")
+
+    def __init__(self, spec: StationSpec):
+        super().__init__(spec)
+        self._board = None  # hil.sim.mlperf_device.MlperfBoard of the flashed model
+        self._model: bytes | None = None
+
+    def start(self) -> VirtualMlperfStation:
+        return self
+
+    def stop(self) -> None:
+        if self._board is not None:
+            self._board.stop()
+            self._board = None
+
+    @property
+    def port(self) -> str:
+        if self._board is None:
+            raise HilError(f"station {self.spec.name!r}: no model flashed on the MLPerf Tiny DUT yet")
+        return str(self._board.url)
+
+    @property
+    def scope_resource(self) -> str:
+        raise HilError(f"station {self.spec.name!r}: {self.no_power_reason}")
+
+    def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
+        from hil.sim.mlperf_device import MlperfBoard
+
+        self.stop()
+        board = MlperfBoard(model, chip=self.spec.board.chip, kernels=self.spec.board.kernels,
+                            cpu_mhz=self.spec.board.cpu_mhz)
+        if board.device.model.error is not None:
+            raise HilError(f"the MLPerf Tiny DUT cannot run {source}: {board.device.model.error}")
+        self._board, self._model = board.start(tcp_port=0), model
+
+    def dut(self):
+        from hil.dut.mlperf_tiny import MlperfDut, MlperfTinyClient
+
+        client = MlperfTinyClient(self.port, baudrate=self.spec.baud).open()
+        assert self._model is not None
+        return MlperfDut(client, self._model, simulated=True)
+
+
 class RealStation(Station):
     """A board on a serial port (or pyserial URL) and a scope on a VISA resource."""
 
@@ -208,6 +260,8 @@ class QemuStation(Station):
 
     def __init__(self, spec: StationSpec):
         super().__init__(spec)
+        self.no_power_reason = (f"{spec.name} is emulated in QEMU: no current to measure, and its latency is "
+                                "emulated instruction time")
         self._board = None  # hil.qemu.QemuBoard
 
     def start(self) -> QemuStation:
@@ -265,6 +319,8 @@ class QemuStation(Station):
 def open_station(config: BenchConfig, board: str | None = None) -> Station:
     """The station of the named board (or the first): virtual, emulated or real, as the bench file says."""
     spec = config.station(board)
+    if spec.board.protocol == "mlperf-tiny":
+        return VirtualMlperfStation(spec)
     if spec.board.is_virtual:
         return VirtualStation(spec, config)
     return QemuStation(spec) if spec.board.is_emulated else RealStation(spec)

@@ -9,6 +9,7 @@ command and the line; a DUT that never says `m-ready` is an MlperfTimeout.
 from __future__ import annotations
 
 import collections
+import math
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from hil.dut import mlperf_wire as wire
 from hil.dut.mlperf_wire import InferReply, MlperfError
 
+HELLO_PROTOCOL = 0  # MlperfDut.hello_info.protocol: not a version of our protocol, whose versions start at 1
 LINE_TIMEOUT_S = 5.0  # the reference runner's per-line timeout (serial_device.py)
 INFER_LINE_TIMEOUT_S = 30.0  # and for `infer`, whose DUT is silent during the N inferences
 
@@ -153,3 +155,76 @@ class MlperfTinyClient:
         """One inference on `x` (already in the DUT's input format) as the accuracy mode runs it: load, `infer 1 0`."""
         self.load(np.ascontiguousarray(x).tobytes())
         return np.asarray(self.infer(1, 0).results, dtype=np.float64)
+
+
+class MlperfDut:
+    """An MLPerf Tiny DUT seen the way the campaign sees a board (`hil.protocol.DutClient`'s members it uses):
+    `hello_info`, `require_model`, `infer`, `predict`, and the link counters.
+
+    What the DUT does not report stays unreported: no arena, no model checksum, and no per-inference latencies,
+    only the mean over each timestamp window (so `per_inference_latency` is False). The tensors' formats come
+    from the model the host flashed, which the MLPerf DUT runs as its benchmark.
+    """
+
+    per_inference_latency = False
+    resyncs = 0  # the protocol has no resynchronisation
+    garbage = 0
+
+    def __init__(self, client: MlperfTinyClient, model: bytes, *, simulated: bool):
+        from hil.wire import Hello, TensorSpec
+        from models.tflite_file import read_model
+
+        self.client = client
+        info = read_model(model, source="model")
+        tensors = [TensorSpec.of(t.shape, t.dtype, t.scale, t.zero_point, t.bytes)
+                   for t in (info.inputs[0], info.outputs[0])]
+        firmware, kind = client.profile()
+        self.kind = kind
+        self.hello_info = Hello(protocol=HELLO_PROTOCOL, firmware=firmware, board=f"mlperf-tiny {kind}",
+                                board_id=client.name(), simulated=simulated, cpu_mhz=0, marker_gpio=-1, model=None,
+                                arena_configured=None, arena_used=None, input=tensors[0], output=tensors[1], ops=())
+        self.hello_reply = None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> MlperfDut:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def require_model(self):
+        return self.hello_info
+
+    def infer(self, n: int, warmup: int = 0, gap_ms: int = 0):
+        """`infer N W` as an InferResult holding the window's mean only (no per-inference list); an MLPerf DUT
+        runs its inferences back to back, so a gap cannot be asked for."""
+        from hil.wire import InferResult
+
+        if gap_ms:
+            raise MlperfError("an MLPerf Tiny DUT runs its inferences back to back: it cannot leave gaps between "
+                              "them (gap_ms must be 0)")
+        reply = self.client.infer(n, warmup)
+        mean = reply.latency_us
+        if mean is None:
+            raise MlperfError("the MLPerf Tiny DUT is in energy mode: its latency is not on the serial line")
+        return InferResult(n, warmup, 0, (), mean, int(mean), int(math.ceil(mean)), math.nan, 0)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The DUT's output for `x` (the model's input tensor, quantized), back in the output tensor's type: the
+        DUT prints dequantized results with 3 decimals, which recovers an int8 softmax exactly (scale 1/256)."""
+        spec_in, spec_out = self.hello_info.input, self.hello_info.output
+        if self.kind == "ad01":
+            raise MlperfError("an ad01 DUT reports its reconstruction error, not its output tensor: its outputs "
+                              "cannot be compared with the host's")
+        data = np.ascontiguousarray(x, dtype=np.dtype(spec_in.dtype))
+        if self.kind in ("vww01", "ic01"):  # the benchmark's wire format: uint8 RGB, the DUT subtracts 128
+            data = (data.astype(np.int16) + 128).astype(np.uint8)
+        values = self.client.predict(data)
+        out_dtype = np.dtype(spec_out.dtype)
+        if out_dtype.kind == "f":
+            return values.astype(out_dtype).reshape(spec_out.shape)
+        info = np.iinfo(out_dtype)
+        q = np.clip(np.round(values / spec_out.scale + spec_out.zero_point), info.min, info.max)
+        return q.astype(out_dtype).reshape(spec_out.shape)

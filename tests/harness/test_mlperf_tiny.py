@@ -264,3 +264,55 @@ def test_hil_sim_with_a_model_it_cannot_read_is_one_line(tmp_path: Path) -> None
                         str(tmp_path / "none.tflite")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "cannot read the model" in r.stderr and "--model PATH" in r.stderr
+
+
+def _campaign_figures(baseline_build: Path, tmp_path: Path, protocol: str) -> dict:
+    import shutil
+
+    import yaml
+
+    from hil.campaign import Campaign, CampaignOptions
+    from tests.harness.helpers import quiet_bench
+
+    ws = tmp_path / protocol
+    shutil.copytree(baseline_build, ws)
+    bench = quiet_bench()
+    bench["boards"] = [{**bench["boards"][0], "protocol": protocol}]
+    (ws / "bench.yaml").write_text(yaml.safe_dump(bench))
+    (ws / "budgets.yaml").write_text(yaml.safe_dump({"version": 1, "defaults": {"latency_ms": {"max": 500}}}))
+    options = CampaignOptions(bench=ws / "bench.yaml", budgets=ws / "budgets.yaml",
+                              models_config=ws / "variants.yaml", models_dir=ws / "models",
+                              results_db=ws / "r.sqlite", trials=3, window=0.2, warmup=1, accuracy_samples=40,
+                              variants=["baseline-int8"])
+    campaign = Campaign(options)
+    try:
+        return campaign.measure("baseline-int8")
+    finally:
+        campaign.close()
+
+
+def test_a_campaign_measures_an_mlperf_tiny_dut_as_it_measures_ours(baseline_build: Path, tmp_path: Path) -> None:
+    """The same variant on the virtual board through both protocols: the latency agrees within 1 %, the device
+    outputs are the host TFLM's through both, and what the MLPerf DUT does not report is recorded as not
+    reported, never as a number."""
+    ours = _campaign_figures(baseline_build, tmp_path, "hil")
+    theirs = _campaign_figures(baseline_build, tmp_path, "mlperf-tiny")
+    assert theirs["latency_ms"].valid
+    assert theirs["latency_ms"].value == pytest.approx(ours["latency_ms"].value, rel=0.01)
+    for metric in ("accuracy", "output_agreement"):
+        assert theirs[metric].valid and theirs[metric].value == ours[metric].value, metric
+    assert theirs["output_agreement"].value == 100.0
+    for metric in ("arena_kb", "latency_p95_ms", "energy_mj", "power_mw"):
+        fig = theirs[metric]
+        assert fig.value is None and not fig.valid and fig.skipped and fig.reason, (metric, fig)
+    assert "does not report its tensor arena" in theirs["arena_kb"].reason
+    assert "not each inference" in theirs["latency_p95_ms"].reason
+    assert "MLPerf Tiny DUT" in theirs["energy_mj"].reason
+
+
+def test_an_mlperf_board_must_be_virtual_for_now() -> None:
+    from hil.bench import parse_bench
+    from hil.errors import HilError
+
+    with pytest.raises(HilError, match="protocol mlperf-tiny runs on the virtual board for now"):
+        parse_bench({"boards": [{"name": "m", "port": "/dev/ttyUSB0", "protocol": "mlperf-tiny"}]})

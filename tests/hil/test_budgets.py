@@ -53,7 +53,11 @@ def test_cross_check(variant: str, check: str, measurement, check_verdict, bench
 
 def test_board_runs_the_flashed_variant(variant: str, board, variants, hil_dut) -> None:
     """The board reports the model the factory built for this variant (size and CRC32) and still answers."""
+    from hil.dut.mlperf_tiny import HELLO_PROTOCOL
+
     blob = variants[variant].model_bytes()
+    if board.model is None and board.protocol == HELLO_PROTOCOL:
+        pytest.skip("an MLPerf Tiny DUT does not say which model it runs (its protocol has no model checksum)")
     assert board.model is not None, f"{variant}: the board reports no model"
     assert board.model.bytes == len(blob)
     assert int(board.model.crc32, 16) == zlib.crc32(blob)
