@@ -435,3 +435,70 @@ def _idle_noise(v: np.ndarray, spans: list[tuple[float, float]], n: int) -> floa
         mask[max(math.ceil((a - guard) / step), 0):max(math.ceil((b + guard) / step), 0)] = False
     vals = sub[mask]
     return float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+
+
+@dataclass(frozen=True)
+class TimestampWindow:
+    """Energy between an MLPerf Tiny DUT's two timestamp edges (energy mode: the GPIO's falling edges around
+    `infer N W`'s N inferences), as the EnergyRunner defines it: the window's energy divided by N."""
+
+    valid: bool
+    reason: str | None
+    edges: int  # falling edges in the record
+    window_s: float
+    avg_power_mw: float
+    energy_per_inference_mj: float
+    latency_ms: float  # the window over N
+
+
+def analyze_timestamps(shunt: Waveform, marker: Waveform, *, iterations: int, shunt_ohms: float,
+                       supply_volts: float, wiring: str = "low_side", amplifier_gain: float = 1.0,
+                       expected_latency_s: float | None = None, latency_tolerance: float = 0.05) -> TimestampWindow:
+    """Energy per inference between the two timestamp edges of one `infer N W` on the marker channel.
+
+    The record must hold exactly two falling edges (the DUT's timestamps before and after the N inferences):
+    fewer, or more, do not match the iterations the host asked for, and the capture is invalid with that reason,
+    as it is when the window holds fewer than MIN_SAMPLES_PER_WINDOW samples or, given `expected_latency_s`,
+    the window over N is further than `latency_tolerance` from it.
+    """
+    if iterations < 1:
+        raise HilError(f"iterations must be at least 1, got {iterations}")
+    if wiring not in WIRINGS:
+        raise HilError(f"wiring must be one of {', '.join(WIRINGS)}, got {wiring!r}")
+    _check_aligned(shunt, marker, "marker")
+    gain = float(amplifier_gain) if wiring == "amplifier" else 1.0
+    power = power_series(shunt.volts, shunt_ohms=shunt_ohms, supply_volts=supply_volts, gain=gain)
+
+    def invalid(reason: str, edges: int, window_s: float = math.nan) -> TimestampWindow:
+        return TimestampWindow(False, reason, edges, window_s, math.nan, math.nan, math.nan)
+
+    # the timestamp line idles high (open drain, pulled up) with a short low pulse per edge: its idle level is
+    # the median, its pulse level the minimum (a percentile would miss a microsecond pulse in a long record)
+    hi, lo = float(np.median(marker.volts)), float(np.min(marker.volts))
+    noise = _two_levels(marker.volts)[2]
+    threshold = (lo + hi) / 2
+    if not hi - lo > max(10 * noise, 1e-9):
+        return invalid("the marker channel shows no timestamp edge (a flat line): is the timestamp GPIO wired "
+                       "to it, and the DUT built in energy mode?", 0)
+    _, falls, _ = _hysteresis_edges(marker.volts, threshold, HYSTERESIS * (hi - lo))
+    if falls.size != 2:
+        return invalid(f"the scope saw {falls.size} timestamp edges where one 'infer {iterations}' makes 2: the edges "
+                       "do not match the iterations", int(falls.size))
+    start, end = _crossing_times(marker.volts, falls, threshold, rising=False)
+    window_s = (end - start) * shunt.dt
+    samples = int(math.floor(end) - math.ceil(start))
+    if samples < MIN_SAMPLES_PER_WINDOW:
+        return invalid(f"the timestamp window holds {samples} samples, fewer than {MIN_SAMPLES_PER_WINDOW}: "
+                       "sample faster or run more iterations", 2, window_s)
+    # midpoint rule with fractional samples at both ends (sample k stands for [k - 1/2, k + 1/2))
+    a, b = start + 0.5, min(end + 0.5, power.size - 1e-9)
+    ia, ib = int(math.floor(a)), int(math.floor(b))
+    joules = (float(np.sum(power[ia + 1:ib])) + power[ia] * (ia + 1 - a) + power[ib] * (b - ib)) * shunt.dt
+    latency_s = window_s / iterations
+    if expected_latency_s is not None and expected_latency_s > 0 \
+            and abs(latency_s - expected_latency_s) > latency_tolerance * expected_latency_s:
+        return invalid(f"the timestamp window over {iterations} is {latency_s * 1e3:.4g} ms an inference, the DUT's "
+                       f"own timer says {expected_latency_s * 1e3:.4g} ms: the edges do not match the iterations",
+                       2, window_s)
+    return TimestampWindow(True, None, 2, window_s, joules / window_s * 1e3, joules / iterations * 1e3,
+                           latency_s * 1e3)

@@ -123,3 +123,61 @@ def test_user_mistakes_raise_hil_errors():
         analyze(shunt, short, shunt_ohms=R, supply_volts=SUPPLY)
     with pytest.raises(HilError, match="shunt_ref"):
         analyze(shunt, marker, shunt_ohms=R, supply_volts=SUPPLY, shunt_ref=shunt)
+
+
+# -- MLPerf Tiny energy mode: the window between the DUT's two timestamp edges -----------------------------------
+
+def _timestamp_capture(edges_s: tuple[float, ...], *, active_from: float, active_to: float, dt: float = 1e-5,
+                       duration: float = 0.2, pulse_s: float = 5e-4, idle_a: float = 0.045, active_a: float = 0.12,
+                       seed: int = 0):
+    """A capture of an energy-mode `infer`: the timestamp GPIO high with a low pulse at each edge, the current
+    active from `active_from` to `active_to` (s), CH1 a low-side shunt with noise, CH2 the GPIO."""
+    from instruments.waveform import Waveform
+
+    rng = np.random.default_rng(seed)
+    n = int(round(duration / dt))
+    t = dt * np.arange(n)
+    current = np.where((t >= active_from) & (t < active_to), active_a, idle_a)
+    shunt_v = current * R + rng.normal(0, 0.05e-3, n)
+    gpio = np.full(n, 3.3)
+    for edge in edges_s:
+        gpio[(t >= edge) & (t < edge + pulse_s)] = 0.0
+    gpio += rng.normal(0, 0.01, n)
+    shunt = Waveform(t0=0.0, dt=dt, volts=shunt_v, channel=1, volts_per_div=1e-3, adc_step_v=1e-6)
+    marker = Waveform(t0=0.0, dt=dt, volts=gpio, channel=2, volts_per_div=1.0)
+    return shunt, marker
+
+
+def test_energy_between_the_timestamp_edges_is_the_runners_definition() -> None:
+    from hil.power import analyze_timestamps
+
+    shunt, marker = _timestamp_capture((0.02, 0.17), active_from=0.02, active_to=0.17)
+    w = analyze_timestamps(shunt, marker, iterations=10, shunt_ohms=R, supply_volts=SUPPLY)
+    p_active = 0.12 * (SUPPLY - 0.12 * R)
+    assert w.valid and w.edges == 2, w
+    assert w.window_s == pytest.approx(0.15, abs=2e-5)
+    assert w.latency_ms == pytest.approx(15.0, rel=1e-3)
+    assert w.avg_power_mw == pytest.approx(p_active * 1e3, rel=2e-3)
+    assert w.energy_per_inference_mj == pytest.approx(p_active * 0.15 / 10 * 1e3, rel=2e-3)
+
+
+@pytest.mark.parametrize(("edges", "seen"), [((0.02,), 1), ((0.02, 0.09, 0.17), 3)])
+def test_timestamp_edges_that_do_not_match_the_iterations_void_the_capture(edges, seen) -> None:
+    from hil.power import analyze_timestamps
+
+    shunt, marker = _timestamp_capture(edges, active_from=0.02, active_to=0.17)
+    w = analyze_timestamps(shunt, marker, iterations=10, shunt_ohms=R, supply_volts=SUPPLY)
+    assert not w.valid and w.edges == seen and math.isnan(w.energy_per_inference_mj)
+    assert f"the scope saw {seen} timestamp edges where one 'infer 10' makes 2" in w.reason
+
+
+def test_a_window_that_disagrees_with_the_dut_timer_voids_the_capture() -> None:
+    from hil.power import analyze_timestamps
+
+    shunt, marker = _timestamp_capture((0.02, 0.17), active_from=0.02, active_to=0.17)
+    w = analyze_timestamps(shunt, marker, iterations=10, shunt_ohms=R, supply_volts=SUPPLY,
+                           expected_latency_s=0.010)  # the window says 15 ms an inference
+    assert not w.valid and "the edges do not match the iterations" in w.reason
+    flat = _timestamp_capture((), active_from=0.02, active_to=0.17)
+    w = analyze_timestamps(*flat, iterations=10, shunt_ohms=R, supply_volts=SUPPLY)
+    assert not w.valid and "no timestamp edge" in w.reason
