@@ -585,6 +585,23 @@ class Campaign:
         keep("output_cosine", Figure(acc.cosine, trials=acc.samples))
         return figures
 
+    def _measure_timestamp_windows(self, variant: str, station, dut, keep: Callable[[str, Figure], None]) -> None:
+        """An MLPerf Tiny DUT in energy mode: latency, power and energy between its timestamp edges on the scope;
+        what that window cannot give (idle and per-inference figures) is recorded as not measurable."""
+        from hil.measure import POWER_METRICS, measure_energy_windows
+
+        with _opened(station.scope()) as scope:
+            self.suite.setdefault("scope_idn", scope.idn)
+            figures = measure_energy_windows(dut, scope, station.spec, self.options.settings(),
+                                             progress=lambda s: self.progress(f"{variant}: {s}"))
+        for metric, fig in figures.items():
+            keep(metric, fig)
+        why = ("an MLPerf Tiny DUT's energy mode gives one window between its two timestamps: no idle time and no "
+               "single inference to measure")
+        for metric in ("latency_p95_ms", *POWER_METRICS):
+            if metric not in figures:
+                keep(metric, Figure.not_measurable(why))
+
     def _measure_on_board(self, variant: str, station, dut, snap,
                           keep: Callable[[str, Figure], None]) -> AccuracyResult:
         """Latency and power (or latency alone) recorded through `keep`, then the on-device accuracy."""
@@ -593,7 +610,9 @@ class Campaign:
 
         rec = self.recorder
         t1 = time.perf_counter()
-        if station.measures_power:
+        if station.measures_power and not getattr(dut, "per_inference_latency", True):
+            self._measure_timestamp_windows(variant, station, dut, keep)
+        elif station.measures_power:
             power, failure = None, None
             with _opened(station.scope()) as scope, _opened(station.meter()) as meter:
                 if scope is not None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from hil.bench import StationSpec
 from hil.errors import HilError
-from hil.power import MIN_SAMPLES_PER_WINDOW, PowerReport, analyze
+from hil.power import MIN_SAMPLES_PER_WINDOW, PowerReport, TimestampWindow, analyze, analyze_timestamps
 from hil.protocol import DutClient, InferResult
 from hil.wire import INFER_MAX_GAP_MS, INFER_MAX_N, MAX_INFERENCE_S
 from instruments.oscilloscope import TriggerTimeout
@@ -485,3 +485,73 @@ def measure_accuracy(
 
     ref = np.asarray(host_outputs)[: len(dev)]
     return AccuracyResult(len(xq), accuracy, agreement(dev, ref) * 100, mean_cosine(dev, ref))
+
+
+# -- MLPerf Tiny DUTs in energy mode: energy between the timestamp edges --------------------------------------
+
+TIMESTAMP_SAMPLE_S = 2e-6  # sample interval that resolves a timestamp pulse ("held at least 1 us"; 10 us on the
+#                            virtual DUT) on the marker channel
+PROBE_WINDOW_S = 2.0  # the first capture, of `infer 1 0`, before the DUT's latency is known
+
+
+def _timestamp_capture(scope, dut, spec: StationSpec, n: int, warmup: int, record_s: float,
+                       full_scale_v: float) -> tuple[TimestampWindow, float]:
+    """One armed capture of `infer n warmup` on an MLPerf Tiny DUT in energy mode: the scope triggers on the first
+    timestamp's falling edge and records past the second; the window between them is analysed. Returns it with
+    the shunt channel's peak volts; a clipped shunt voids it."""
+    sc = spec.scope
+    points = min(SCOPE_MAX_POINTS, max(10_000, math.ceil(record_s / TIMESTAMP_SAMPLE_S)))
+    scope.configure_channel(sc.shunt_channel, full_scale_v * 1.1 / scope.adc_span_div, full_scale_v * 0.45)
+    scope.configure_channel(sc.marker_channel, 1.5 * MARKER_LOGIC_V / scope.adc_span_div, MARKER_LOGIC_V / 2)
+    scope.configure_timebase(record_s / scope.horizontal_divisions, record_points=points,
+                             position_s=(0.5 - PRE_TRIGGER_FRACTION) * record_s)
+    scope.configure_trigger(sc.marker_channel, MARKER_LOGIC_V / 2, "falling")
+    scope.arm()
+    dut.client.infer(n, warmup)
+    scope.wait_for_trigger(timeout_s=record_s * 4 + 10.0)
+    shunt, marker = scope.fetch(sc.shunt_channel, sc.marker_channel)
+    window = analyze_timestamps(shunt, marker, iterations=n, shunt_ohms=spec.shunt.ohms,
+                                supply_volts=spec.supply_volts, wiring=spec.shunt.wiring,
+                                amplifier_gain=spec.shunt.gain)
+    if shunt.clipped and window.valid:
+        window = replace(window, valid=False, reason="the shunt channel clipped")
+    return window, float(np.max(shunt.volts))
+
+
+def measure_energy_windows(dut, scope, spec: StationSpec, settings: Settings = Settings(), *,
+                           progress: Callable[[str], None] = lambda _: None) -> dict[str, Figure]:
+    """Latency, average power and energy per inference of an MLPerf Tiny DUT in energy mode, as its EnergyRunner
+    defines them: each trial one `infer N W`, its window between the two timestamp edges, the energy over N.
+
+    A probe capture of `infer 1 0` gives the latency that sizes the trials. A trial whose edges do not match its
+    iterations is void, measured once more, and a second void counts for nothing.
+    """
+    probe, peak = _timestamp_capture(scope, dut, spec, 1, 0, PROBE_WINDOW_S, RANGING_FULL_SCALE_V * spec.shunt.gain)
+    if not probe.valid:
+        raise HilError(f"the MLPerf Tiny DUT's timestamps cannot be read on the scope: {probe.reason}")
+    latency_s = probe.latency_ms / 1e3
+    full_scale = max(peak * 1.2, 1e-4)
+    progress(f"probe: {latency_s * 1e3:.3f} ms an inference between the timestamps, shunt peak {peak * 1e3:.2f} mV")
+    n = min(settings.inferences or max(2, math.ceil(settings.window_s / max(latency_s, 1e-6))), INFER_MAX_N)
+    record_s = max(n * latency_s / (1 - PRE_TRIGGER_FRACTION) * RECORD_MARGIN, 1e-3)
+    windows: list[TimestampWindow] = []
+    voids: list[str] = []
+    for trial in range(settings.trials):
+        w, _ = _timestamp_capture(scope, dut, spec, n, settings.warmup, record_s, full_scale)
+        if not w.valid:
+            progress(f"trial {trial + 1}: void ({w.reason}); measuring it again")
+            w, _ = _timestamp_capture(scope, dut, spec, n, settings.warmup, record_s, full_scale)
+        if not w.valid:
+            voids.append(str(w.reason))
+            continue
+        windows.append(w)
+        progress(f"trial {trial + 1}/{settings.trials}: {n} inferences between the timestamps, "
+                 f"{w.latency_ms:.3f} ms and {w.energy_per_inference_mj:.4f} mJ each")
+    if not windows:
+        void = Figure(None, trials=settings.trials, valid=False,
+                      reason=f"every capture was void: {voids[0] if voids else 'no trial'}")
+        return {"latency_ms": void, "active_power_mw": void, "energy_mj": void}
+    # the window holds inferences only: its average is the power inside inference windows (active_power_mw)
+    return {"latency_ms": _median([w.latency_ms for w in windows]),
+            "active_power_mw": _median([w.avg_power_mw for w in windows]),
+            "energy_mj": _median([w.energy_per_inference_mj for w in windows])}

@@ -484,7 +484,7 @@ def analyze_timestamps(shunt: Waveform, marker: Waveform, *, iterations: int, sh
     if falls.size != 2:
         return invalid(f"the scope saw {falls.size} timestamp edges where one 'infer {iterations}' makes 2: the edges "
                        "do not match the iterations", int(falls.size))
-    start, end = _crossing_times(marker.volts, falls, threshold, rising=False)
+    start, end = (float(x) for x in _crossing_times(marker.volts, falls, threshold, rising=False))
     window_s = (end - start) * shunt.dt
     samples = int(math.floor(end) - math.ceil(start))
     if samples < MIN_SAMPLES_PER_WINDOW:
@@ -493,7 +493,7 @@ def analyze_timestamps(shunt: Waveform, marker: Waveform, *, iterations: int, sh
     # midpoint rule with fractional samples at both ends (sample k stands for [k - 1/2, k + 1/2))
     a, b = start + 0.5, min(end + 0.5, power.size - 1e-9)
     ia, ib = int(math.floor(a)), int(math.floor(b))
-    joules = (float(np.sum(power[ia + 1:ib])) + power[ia] * (ia + 1 - a) + power[ib] * (b - ib)) * shunt.dt
+    joules = float(np.sum(power[ia + 1:ib]) + power[ia] * (ia + 1 - a) + power[ib] * (b - ib)) * shunt.dt
     latency_s = window_s / iterations
     if expected_latency_s is not None and expected_latency_s > 0 \
             and abs(latency_s - expected_latency_s) > latency_tolerance * expected_latency_s:

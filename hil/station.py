@@ -154,23 +154,63 @@ class VirtualStation(Station):
 
 class VirtualMlperfStation(Station):
     """The virtual ESP32's MLPerf Tiny personality (`protocol: mlperf-tiny`, hil.sim.mlperf_device): each flash
-    boots a DUT with the variant as its benchmark model, reached through hil.dut.mlperf_tiny.MlperfDut. No power
-    yet: energy between the timestamp edges is the next step of issue 22 (docs/mlperf-tiny.md)."""
+    boots a DUT with the variant as its benchmark model, reached through hil.dut.mlperf_tiny.MlperfDut.
+
+    With the bench's (virtual) scope the DUT runs in energy mode on the scope's clock, as the EnergyRunner measures
+    one: its timestamps pulse the marker line and energy is measured between them (hil.measure
+    .measure_energy_windows). Without a scope it runs in performance mode and prints them (`m-lap-us`)."""
 
     simulated = True
-    measures_power = False
-    no_power_reason = ("power and energy are not measured on an MLPerf Tiny DUT yet (energy between its timestamp "
-                       "edges: docs/mlperf-tiny.md)")
 
-    def __init__(self, spec: StationSpec):
+    def __init__(self, spec: StationSpec, config: BenchConfig):
         super().__init__(spec)
+        self._config = config
+        self.measures_power = spec.scope is not None
+        self.no_power_reason = ("" if self.measures_power else
+                                f"{spec.name} has no scope: an MLPerf Tiny DUT's energy is measured on the scope, "
+                                "between its timestamp edges")
         self._board = None  # hil.sim.mlperf_device.MlperfBoard of the flashed model
         self._model: bytes | None = None
+        self._timeline = None
+        self._scope_sim = None
+
+    @property
+    def energy_mode(self) -> bool:
+        """True when the DUT signals its timestamps on the marker line (a scope measures it)."""
+        return self.measures_power
 
     def start(self) -> VirtualMlperfStation:
+        if self.energy_mode and self._scope_sim is None:
+            import math
+
+            import numpy as np
+
+            from hil.sim.bench import _scope_options
+            from hil.sim.costmodel import load_calibration
+            from hil.sim.timeline import ActivityTimeline, ProbeWiring
+            from instruments.sim import ScopeSimulator
+
+            bc, sc, vc = self.spec.board, self.spec.scope, self._config.virtual
+            profile = load_calibration().profile(bc.chip, bc.kernels)
+            wiring = ProbeWiring(shunt_channel=sc.shunt_channel, marker_channel=sc.marker_channel,
+                                 shunt_ohms=self.spec.shunt.ohms, gain=self.spec.shunt.gain)
+            self._timeline = ActivityTimeline(
+                wiring, idle_current_a=profile.idle_current_a, time_scale=vc.time_scale,
+                ripple_rel=profile.ripple_rel, ripple_hz=profile.ripple_hz,
+                ripple_phase=float(np.random.default_rng([vc.seed, 3]).uniform(0, 2 * math.pi)))
+            self._scope_sim = ScopeSimulator(dialect=sc.sim_dialect, source=self._timeline,
+                                             **_scope_options(ScopeSimulator, self._config))
+            self._scope_sim.start()
         return self
 
     def stop(self) -> None:
+        self._stop_board()
+        if self._scope_sim is not None:
+            self._scope_sim.stop()
+            self._scope_sim = None
+            self._timeline = None
+
+    def _stop_board(self) -> None:
         if self._board is not None:
             self._board.stop()
             self._board = None
@@ -183,14 +223,17 @@ class VirtualMlperfStation(Station):
 
     @property
     def scope_resource(self) -> str:
-        raise HilError(f"station {self.spec.name!r}: {self.no_power_reason}")
+        if self._scope_sim is None:
+            raise HilError(f"station {self.spec.name!r}: {self.no_power_reason or 'not started'}")
+        return str(self._scope_sim.resource)
 
     def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
         from hil.sim.mlperf_device import MlperfBoard
 
-        self.stop()
+        self._stop_board()
         board = MlperfBoard(model, chip=self.spec.board.chip, kernels=self.spec.board.kernels,
-                            cpu_mhz=self.spec.board.cpu_mhz)
+                            cpu_mhz=self.spec.board.cpu_mhz, energy_mode=self.energy_mode, timeline=self._timeline,
+                            baud=self.spec.baud)
         if board.device.model.error is not None:
             raise HilError(f"the MLPerf Tiny DUT cannot run {source}: {board.device.model.error}")
         self._board, self._model = board.start(tcp_port=0), model
@@ -198,7 +241,7 @@ class VirtualMlperfStation(Station):
     def dut(self):
         from hil.dut.mlperf_tiny import MlperfDut, MlperfTinyClient
 
-        client = MlperfTinyClient(self.port, baudrate=self.spec.baud).open()
+        client = MlperfTinyClient(self.port, baudrate=self.spec.baud, energy_mode=self.energy_mode).open()
         assert self._model is not None
         return MlperfDut(client, self._model, simulated=True)
 
@@ -320,7 +363,7 @@ def open_station(config: BenchConfig, board: str | None = None) -> Station:
     """The station of the named board (or the first): virtual, emulated or real, as the bench file says."""
     spec = config.station(board)
     if spec.board.protocol == "mlperf-tiny":
-        return VirtualMlperfStation(spec)
+        return VirtualMlperfStation(spec, config)
     if spec.board.is_virtual:
         return VirtualStation(spec, config)
     return QemuStation(spec) if spec.board.is_emulated else RealStation(spec)

@@ -19,6 +19,7 @@ from hil.sim.device import LoadedModel, load_model
 # MAX_DB_INPUT_SIZE of each reference submission (its submitter_implemented.h), the generic template's otherwise
 DB_SIZES = {"kws01": 49 * 10, "vww01": 96 * 96 * 3, "ic01": 32 * 32 * 3, "ad01": 5 * 128 * 4 * 2}
 GENERIC_DB_SIZE = 96 * 96 * 3
+TIMESTAMP_HOLD_S = 10e-6  # energy mode: how long the timestamp line stays low ("at least 1 us")
 HELP = [
     wire.FIRMWARE, "",
     "help         : Print this information",
@@ -67,8 +68,15 @@ class MlperfDevice:
     ESP32's cost-model latency, and `edges_us` lists the timestamp edges energy mode makes on its GPIO."""
 
     def __init__(self, model: bytes, *, energy_mode: bool = False, chip: str = "esp32", kernels: str = "esp-nn",
-                 cpu_mhz: int | None = None, arena_bytes: int = 512 * 1024, start_us: int = 1_000_000):
+                 cpu_mhz: int | None = None, arena_bytes: int = 512 * 1024, start_us: int = 1_000_000,
+                 timeline=None, baud: int = 115200):
         profile = load_calibration().profile(chip, kernels)
+        # on a bench (`timeline`, hil.sim.timeline.ActivityTimeline): the inferences draw current there and the
+        # timestamps pulse the marker line low, so a simulated scope sees what a real DUT's would
+        self.timeline = timeline
+        self.baud = baud  # on a bench, the UART's bytes take their time (8N1: 10 bits a byte)
+        if timeline is not None:
+            timeline.marker_idle_high = True
         self.model: LoadedModel = load_model(model, arena_bytes, profile, cpu_mhz)
         self.energy_mode = energy_mode
         self.kind: str | None = None
@@ -85,14 +93,30 @@ class MlperfDevice:
         self._last_input_float: np.ndarray | None = None
 
     # -- timing ----------------------------------------------------------------------------------------
+    def _spend(self, seconds: float, *, active: bool) -> None:
+        """Time passes on the DUT: `seconds` of inferences (drawing the active current) or of anything else."""
+        if self.timeline is None:
+            self.clock_us += round(seconds * 1e6)
+            return
+        start = self.timeline.now()
+        if active and seconds > 0:
+            self.timeline.active(start, start + seconds, self.model.cost.active_current_a, marker=False)
+        self.timeline.advance(seconds)
+        self.clock_us = round(self.timeline.now() * 1e6)
+
     @property
     def latency_us(self) -> float:
         """One inference on the virtual ESP32 (the cost model's latency)."""
         return self.model.cost.latency_s * 1e6 if self.model.cost is not None else 0.0
 
     def _timestamp(self) -> list[str]:
+        if self.timeline is not None:
+            self.clock_us = round(self.timeline.now() * 1e6)
         if self.energy_mode:
             self.edges_us.append(self.clock_us)
+            if self.timeline is not None:  # the falling edge is the event; the CPU holds the line low a while
+                self.timeline.pulse_low(self.timeline.now(), TIMESTAMP_HOLD_S)
+                self._spend(TIMESTAMP_HOLD_S, active=True)
             return []
         return [f"m-lap-us-{self.clock_us % wire.LAP_WRAP}"]
 
@@ -103,7 +127,19 @@ class MlperfDevice:
         return [f"m-timestamp-mode-{mode}", *self._timestamp(), "m-init-done", wire.READY]
 
     def handle(self, command: str) -> list[str]:
-        """The reply to one command (its text before `%`), ending with `m-ready`."""
+        """The reply to one command (its text before `%`), ending with `m-ready`. On a bench, the instruments
+        sharing the clock (the scope) first handle what the host sent them, as on the virtual board."""
+        if self.timeline is None:
+            return self._handle(command)
+        self.timeline.sync()
+        with self.timeline.busy():
+            self._spend((len(command) + 1) * 10 / self.baud, active=False)  # the command and its % come in
+            lines = self._handle(command)
+            self._spend(sum(len(line) + 2 for line in lines) * 10 / self.baud, active=False)  # the reply goes out
+            self.timeline.pace()
+        return lines
+
+    def _handle(self, command: str) -> list[str]:
         tokens = [t for t in command[: wire.MAX_COMMAND].split(" ") if t]  # strtok: runs of spaces are one
         head = tokens[0] if tokens else ""
         if head == "name":
@@ -179,10 +215,10 @@ class MlperfDevice:
             return [f"e-[model not loaded: {self.model.error}]"]
         out = self._load_tensor()
         out.append(f"m-warmup-start-{warmup}")
-        self.clock_us += round(warmup * self.latency_us)
+        self._spend(warmup * self.latency_us / 1e6, active=True)
         out += ["m-warmup-done", f"m-infer-start-{n}", *self._timestamp()]
         self._run()
-        self.clock_us += round(n * self.latency_us)
+        self._spend(n * self.latency_us / 1e6, active=True)
         out += [*self._timestamp(), "m-infer-done", *self._results()]
         return out
 

@@ -133,6 +133,9 @@ class ActivityTimeline:
         self._lock = threading.RLock()
         self._active = _Intervals()
         self._marker = _Intervals()
+        # an MLPerf Tiny DUT's timestamp line idles high (open drain, pulled up) and pulses low at each timestamp
+        self.marker_idle_high = False
+        self._pulses = _Intervals()
         self._gain = _Steps(1.0)  # bench noise: supply-current gain from a simulation time on
         self._now = 0.0
         self._busy = 0
@@ -210,6 +213,12 @@ class ActivityTimeline:
             self._active.prune(start - self.keep_s)
             self._marker.prune(start - self.keep_s)
 
+    def pulse_low(self, start: float, seconds: float) -> None:
+        """A timestamp on an idle-high marker line (`marker_idle_high`): low from `start` for `seconds`."""
+        with self._lock:
+            self._pulses.add(start, start + seconds, 1.0)
+            self._pulses.prune(start - self.keep_s)
+
     def set_gain(self, gain: float, at: float | None = None) -> None:
         """From simulation time `at` (default: now) on, the measured supply current is `gain` x the modelled one
         (bench noise: the measurement chain and the supply drift; idle and active current alike)."""
@@ -240,6 +249,8 @@ class ActivityTimeline:
     def marker(self, t: np.ndarray) -> np.ndarray:
         """Marker level (0 or 1) at simulation times `t`."""
         with self._lock:
+            if self.marker_idle_high:
+                return 1.0 - self._pulses.sample(np.asarray(t, dtype=float), 0.0)
             return self._marker.sample(np.asarray(t, dtype=float), 0.0)
 
     def volts(self, channel: int, t: np.ndarray) -> np.ndarray:
