@@ -28,11 +28,14 @@ using namespace hil::host;
 namespace {
 const uint8_t* u8(const char* s) { return reinterpret_cast<const uint8_t*>(s); }
 
-// A device on fakes, with helpers to send a line and get the last reply line.
+// A device on fakes, with helpers to send a line and get the last reply line. The image asks for `arena`; the
+// heap holds `heap` bytes, shared with the arena or not (PSRAM), and a load takes `load_use` of it besides.
 struct Bench {
-    explicit Bench(FakeModelSpec spec = {}, uint32_t arena = 65536)
-        : clock(240000000u), marker(4), runner(clock, &marker, spec),
+    explicit Bench(FakeModelSpec spec = {}, uint32_t arena = 65536, size_t heap = 16u << 20, bool shared = true,
+                   size_t load_use = 0)
+        : clock(240000000u), marker(4), runner(clock, &marker, spec), memory(heap, shared),
           device(BoardInfo{}, clock, marker, runner, serial, system, memory) {
+        memory.load_use = load_use;
         const uint8_t fb[40] = {1, 2, 3};
         image = make_model_image(fb, sizeof fb, arena);
         device.load_model_image(image.data(), image.size(), 65536);
@@ -667,37 +670,11 @@ TEST("protocol_reserve grows with the input, the output and the operator count")
     CHECK(protocol_reserve(0, 0, 10) > base);
 }
 
-namespace {
-// A device whose heap is `heap` bytes: the image asks for `hint`.
-struct HeapBench {
-    HeapBench(size_t heap, uint32_t hint, FakeModelSpec spec = {}, bool shared = true)
-        : clock(240000000u), marker(4), runner(clock, &marker, spec), memory(heap, shared),
-          device(BoardInfo{}, clock, marker, runner, serial, system, memory) {
-        const uint8_t fb[40] = {1, 2, 3};
-        image = make_model_image(fb, sizeof fb, hint);
-        device.load_model_image(image.data(), image.size(), 65536);
-    }
-    std::string send(const std::string& line) {
-        serial.text.clear();
-        std::string l = line + "\n";
-        device.feed(l.data(), l.size());
-        return serial.text;
-    }
-    FakeClock clock;
-    FakeMarker marker;
-    FakeRunner runner;
-    StringSerial serial;
-    CallbackSystem system;
-    FakeMemory memory;
-    Device device;
-    std::vector<uint8_t> image;
-};
-}  // namespace
 
 TEST("an arena hint larger than the heap allows is cut to fit beside the reserve, and hello says so") {
     FakeModelSpec spec;  // input 1024 B, output 10 B, 7 operators
     const uint32_t reserve = protocol_reserve(1024, 10, 7);
-    HeapBench b(100000, 120000, spec);
+    Bench b(spec, 120000, 100000);
     CHECK(b.device.model_ok());
     const std::string r = b.send("hello");
     // the first fit kept no room for the tensors' buffers: the arena was then shrunk until the reserve fits
@@ -708,48 +685,27 @@ TEST("an arena hint larger than the heap allows is cut to fit beside the reserve
 }
 
 namespace {
-// A device on a 100,000-byte heap whose runner takes `load_use` bytes of heap besides the arena when it loads.
-struct LoadBench {
-    LoadBench(size_t load_use, uint32_t arena_used, uint32_t hint)
-        : clock(240000000u), marker(4), runner(clock, &marker, spec(arena_used)), memory(100000),
-          device(BoardInfo{}, clock, marker, runner, serial, system, memory) {
-        memory.load_use = load_use;
-        const uint8_t fb[40] = {1, 2, 3};
-        image = make_model_image(fb, sizeof fb, hint);
-        device.load_model_image(image.data(), image.size(), 65536);
-    }
-    static FakeModelSpec spec(uint32_t arena_used) {
-        FakeModelSpec s;
-        s.arena_used = s.arena_needs = arena_used;
-        return s;
-    }
-    FakeClock clock;
-    FakeMarker marker;
-    FakeRunner runner;
-    StringSerial serial;
-    CallbackSystem system;
-    FakeMemory memory;
-    Device device;
-    std::vector<uint8_t> image;
-};
+// The runner's arena use, and what it needs, set to `arena_used`.
+FakeModelSpec using_arena(uint32_t arena_used) {
+    FakeModelSpec s;
+    s.arena_used = s.arena_needs = arena_used;
+    return s;
+}
 }  // namespace
 
 TEST("a model that leaves the protocol less than its reserve is refused at load, not left to abort later") {
-    LoadBench b(35000, 59000, 60000);  // 60,000 + 35,000 of 100,000: the reserve does not fit, TFLM needs 59,000
+    // 60,000 + 35,000 of 100,000: the reserve does not fit, and TFLM needs 59,000 of the arena
+    Bench b(using_arena(59000), 60000, 100000, true, 35000);
     CHECK(!b.device.model_ok());
     CHECK(has(b.device.model_error(), "out of heap with this model loaded: the largest free block is 5000 bytes"));
     CHECK(has(b.device.model_error(), "of which TFLM uses 59000"));
     CHECK_EQ(b.memory.arena_bytes(), size_t(0));  // nothing kept allocated
     CHECK(has(b.device.model_error(), "the protocol needs " + std::to_string(protocol_reserve(1024, 10, 7))));
-    StringSerial& serial = b.serial;
-    serial.text.clear();
-    std::string line = "infer 1\n";
-    b.device.feed(line.data(), line.size());
-    CHECK(has(serial.text, "E_MODEL"));
+    CHECK(has(b.send("infer 1"), "E_MODEL"));
 }
 
 TEST("short of the reserve after a load, the arena shrinks to what TFLM measured it uses") {
-    LoadBench b(35000, 30000, 60000);
+    Bench b(using_arena(30000), 60000, 100000, true, 35000);
     CHECK(b.device.model_ok());
     const uint32_t reserve = protocol_reserve(1024, 10, 7);
     CHECK_EQ(b.runner.arena_configured(), uint32_t((100000 - 35000 - reserve) & ~size_t(15)));
@@ -759,7 +715,7 @@ TEST("short of the reserve after a load, the arena shrinks to what TFLM measured
 TEST("a model refused in an arena cut to fit says so, with the sizes") {
     FakeModelSpec spec;
     spec.arena_needs = 95000;
-    HeapBench b(100000, 120000, spec);
+    Bench b(spec, 120000, 100000);
     CHECK(!b.device.model_ok());
     CHECK(has(b.device.model_error(), "arena too small: needs 95000 bytes"));
     CHECK(has(b.device.model_error(), "(the arena was cut from the requested 120000 bytes: the heap's largest block "
@@ -768,13 +724,13 @@ TEST("a model refused in an arena cut to fit says so, with the sizes") {
 }
 
 TEST("with the arena in other memory (PSRAM) the hint is kept whole") {
-    HeapBench b(20000, 200000, FakeModelSpec{}, false);
+    Bench b(FakeModelSpec{}, 200000, 20000, false);
     CHECK(b.device.model_ok());
     CHECK(has(b.send("hello"), "\"configured\":200000"));
 }
 
 TEST("reloading a model frees the previous arena") {
-    HeapBench b(1000000, 50000);
+    Bench b(FakeModelSpec{}, 50000, 1000000);
     CHECK_EQ(b.memory.arena_bytes(), size_t(50000));
     b.device.load_model_image(b.image.data(), b.image.size(), 65536);
     CHECK_EQ(b.memory.arena_bytes(), size_t(50000));
