@@ -91,10 +91,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"try:      python -m serial.tools.miniterm {bench.port} {baud}  (type hello)")
         if bench.resource:
             print(f"          pyvisa-shell -b py   (open {bench.resource}, query *IDN?)")
-    except BaseException:
+        print("Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("virtual bench stopped", flush=True)
+        return 0
+    finally:
         bench.stop()
-        raise
-    return _serve_until_ctrl_c(bench.stop, "virtual bench stopped")
 
 
 def _run_mlperf(model: Path, tcp_port: int) -> int:
@@ -118,20 +122,11 @@ def _run_mlperf(model: Path, tcp_port: int) -> int:
         print(f"serial:   {board.pty_path}")
         print(f"socket:   {board.url}")
         print(f"try:      python -m serial.tools.miniterm {board.pty_path} 115200  (type name% then profile%)")
-    except BaseException:
-        board.stop()
-        raise
-    return _serve_until_ctrl_c(board.stop, "virtual MLPerf Tiny DUT stopped")
-
-
-def _serve_until_ctrl_c(stop, stopped: str) -> int:
-    """Serve (the simulators run in their own threads) until Ctrl-C, then `stop()` them and say `stopped`."""
-    print("Ctrl-C to stop.", flush=True)
-    try:
+        print("Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print(stopped, flush=True)
+        print("virtual MLPerf Tiny DUT stopped", flush=True)
         return 0
     finally:
-        stop()
+        board.stop()
