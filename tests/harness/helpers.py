@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -49,10 +50,17 @@ def measure_args(ws: Path, *extra: str, bench: str = "bench.yaml") -> list[str]:
             "--trials=2", "--window=0.2", "--warmup=1", "--accuracy-samples=40", *extra]  # fmt: skip
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child: Ctrl-C (SIGINT) at its default, as at a terminal, even when the test run itself was started in
+    the background by a shell, which starts its jobs with SIGINT ignored (and Python then never raises
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_hil_sim(*args: str) -> tuple[subprocess.Popen, dict[str, str], list[str]]:
     """`hil sim ARGS` in a subprocess, read up to its `Ctrl-C` line: (process, first word -> value, lines)."""
     proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sim", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_it)
     fields: dict[str, str] = {}
     lines: list[str] = []
     deadline = time.monotonic() + 60

@@ -229,31 +229,21 @@ def test_the_reference_models_run_through_the_mlperf_path_as_the_host_tflm_does(
 def test_hil_sim_serves_the_mlperf_personality_until_ctrl_c(tmp_path: Path) -> None:
     """`hil sim --protocol mlperf-tiny --model M` prints the DUT's port; the client runs it; Ctrl-C stops it."""
     import signal
-    import subprocess
-    import sys
+
+    from tests.harness.helpers import start_hil_sim
 
     model = tmp_path / "kws-shaped.tflite"
     model.write_bytes(_model("mlperf_tiny_kws_ref_model.tflite"))
-    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sim", "--protocol", "mlperf-tiny", "--model",
-                             str(model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc, fields, lines = start_hil_sim("--protocol", "mlperf-tiny", "--model", str(model))
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("socket:"):
-                break
-        assert "SIMULATED" in seen[0] and "m-model-[kws01]" in seen[1], seen
-        with MlperfTinyClient(seen[-1].split()[1]) as client:
+        assert "SIMULATED" in lines[0] and "m-model-[kws01]" in lines[1], lines
+        with MlperfTinyClient(fields["socket"]) as client:
             assert client.profile()[1] == "kws01"
             assert client.infer(5, 1).n == 5
+    finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and "virtual MLPerf Tiny DUT stopped" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    assert proc.returncode == 0 and "virtual MLPerf Tiny DUT stopped" in out
 
 
 def test_hil_sim_with_a_model_it_cannot_read_is_one_line(tmp_path: Path) -> None:
