@@ -181,25 +181,10 @@ class VirtualMlperfStation(Station):
 
     def start(self) -> VirtualMlperfStation:
         if self.energy_mode and self._scope_sim is None:
-            import math
+            from hil.sim.bench import scope_simulator, station_timeline
 
-            import numpy as np
-
-            from hil.sim.bench import _scope_options
-            from hil.sim.costmodel import load_calibration
-            from hil.sim.timeline import ActivityTimeline, ProbeWiring
-            from instruments.sim import ScopeSimulator
-
-            bc, sc, vc = self.spec.board, self.spec.scope, self._config.virtual
-            profile = load_calibration().profile(bc.chip, bc.kernels)
-            wiring = ProbeWiring(shunt_channel=sc.shunt_channel, marker_channel=sc.marker_channel,
-                                 shunt_ohms=self.spec.shunt.ohms, gain=self.spec.shunt.gain)
-            self._timeline = ActivityTimeline(
-                wiring, idle_current_a=profile.idle_current_a, time_scale=vc.time_scale,
-                ripple_rel=profile.ripple_rel, ripple_hz=profile.ripple_hz,
-                ripple_phase=float(np.random.default_rng([vc.seed, 3]).uniform(0, 2 * math.pi)))
-            self._scope_sim = ScopeSimulator(dialect=sc.sim_dialect, source=self._timeline,
-                                             **_scope_options(ScopeSimulator, self._config))
+            self._timeline = station_timeline(self.spec, self._config, self._config.virtual.time_scale)
+            self._scope_sim = scope_simulator(self.spec, self._config, self._timeline)
             self._scope_sim.start()
         return self
 

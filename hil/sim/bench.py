@@ -21,7 +21,7 @@ import numpy as np
 from hil.bench import BenchConfig, BoardConfig, FaultsConfig, StationSpec
 from hil.errors import HilError
 from hil.sim.board import VirtualBoard
-from hil.sim.costmodel import load_calibration
+from hil.sim.costmodel import Calibration, load_calibration
 from hil.sim.timeline import ActivityTimeline, ProbeWiring
 
 
@@ -63,25 +63,10 @@ class VirtualBench:
             )
         cal = load_calibration()
         bc = self.board_config
-        profile = cal.profile(bc.chip, bc.kernels)
         seed = self.config.virtual.seed
-        sc = self.spec.scope  # None: a power meter measures instead of the scope
-        wiring = ProbeWiring(  # a high-side shunt is seen through a differential probe: the same R x I
-            shunt_channel=sc.shunt_channel if sc is not None else 1,
-            marker_channel=sc.marker_channel if sc is not None else 2,
-            shunt_ohms=self.spec.shunt.ohms,
-            gain=self.spec.shunt.gain,
-        )
         if time_scale is None:
             time_scale = speed if speed is not None else self.config.virtual.time_scale  # speed: deprecated
-        self.timeline = ActivityTimeline(
-            wiring,
-            idle_current_a=profile.idle_current_a,
-            time_scale=time_scale,
-            ripple_rel=profile.ripple_rel,
-            ripple_hz=profile.ripple_hz,
-            ripple_phase=float(np.random.default_rng([seed, 3]).uniform(0, 2 * math.pi)),
-        )
+        self.timeline = station_timeline(self.spec, self.config, time_scale, cal)
         vc = self.config.virtual
         self.noise = vc.noise.model()  # hil.sim.noise.NoiseModel, or None when off
         if noise_seed is None:
@@ -106,6 +91,7 @@ class VirtualBench:
         )
         self.faults = self.config.virtual.faults  # the bench file's virtual.faults (none armed by default)
         _arm_board_faults(self.board, self.faults)
+        sc = self.spec.scope  # None: a power meter measures instead of the scope
         self.want_scope = scope and sc is not None and sc.is_virtual
         self.scope_sim: Any = None
         self.meter_sim: Any = None
@@ -130,17 +116,12 @@ class VirtualBench:
         self.board.start(pty=True, tcp_port=tcp_port)
         if self.want_scope:
             try:
-                from instruments.sim import ScopeSimulator
+                self.scope_sim = scope_simulator(self.spec, self.config, self.timeline)
             except ImportError as exc:
                 self.board.stop()
                 raise HilError(
                     f"the simulated oscilloscope is not available ({exc}); install the instruments package"
                 ) from None
-            self.scope_sim = ScopeSimulator(
-                dialect=self.spec.scope.sim_dialect,
-                source=self.timeline,
-                **_scope_options(ScopeSimulator, self.config),
-            )
             _arm_scope_faults(self.scope_sim, self.faults, self.spec.scope.shunt_channel)
             self.scope_sim.start()
         return self
@@ -185,6 +166,35 @@ class VirtualBench:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def station_timeline(spec: StationSpec, config: BenchConfig, time_scale: float,
+                     cal: Calibration | None = None) -> ActivityTimeline:
+    """The simulation clock and activity of one virtual station: its probes' wiring, its chip's idle current and
+    supply ripple (the ripple's phase drawn from the bench's seed)."""
+    bc, sc = spec.board, spec.scope  # sc None: a power meter measures instead of the scope
+    profile = (cal or load_calibration()).profile(bc.chip, bc.kernels)
+    wiring = ProbeWiring(  # a high-side shunt is seen through a differential probe: the same R x I
+        shunt_channel=sc.shunt_channel if sc is not None else 1,
+        marker_channel=sc.marker_channel if sc is not None else 2,
+        shunt_ohms=spec.shunt.ohms,
+        gain=spec.shunt.gain,
+    )
+    return ActivityTimeline(
+        wiring,
+        idle_current_a=profile.idle_current_a,
+        time_scale=time_scale,
+        ripple_rel=profile.ripple_rel,
+        ripple_hz=profile.ripple_hz,
+        ripple_phase=float(np.random.default_rng([config.virtual.seed, 3]).uniform(0, 2 * math.pi)),
+    )
+
+
+def scope_simulator(spec: StationSpec, config: BenchConfig, source: ActivityTimeline):
+    """The simulated scope of a virtual station, sampling `source` (not started)."""
+    from instruments.sim import ScopeSimulator
+
+    return ScopeSimulator(dialect=spec.scope.sim_dialect, source=source, **_scope_options(ScopeSimulator, config))
 
 
 def _scope_options(cls: Any, config: BenchConfig) -> dict[str, Any]:
