@@ -430,11 +430,33 @@ def measure_latency(dut: DutClient, settings: Settings = Settings(), *,
         void = Figure(None, trials=settings.trials, valid=False,
                       reason=f"every run was void, the board's reply is inconsistent: {voids[0]}")
         return {"latency_ms": void, "latency_p95_ms": void}
-    if not all(r.latency_us for r in runs):  # an MLPerf Tiny DUT times a window, not each inference
-        p95 = Figure.not_measurable("the board reports the mean over each window, not each inference's latency")
+    if not all(r.latency_us for r in runs):  # an MLPerf Tiny DUT times a window: p95 from one-inference windows
+        p95 = single_window_p95(lambda: _one_inference_window_ms(dut), progress=progress)
     else:
         p95 = _median([float(np.percentile(r.latency_ms, 95)) for r in runs])
     return {"latency_ms": _median([r.mean_us / 1e3 for r in runs]), "latency_p95_ms": p95}
+
+
+P95_SINGLE_WINDOWS = 20  # one-inference windows a DUT that times only windows is asked for, for its p95
+
+
+def _one_inference_window_ms(dut) -> float | None:
+    """`infer 1 0` timed by the DUT's own timestamps (ms), or None when its reply is inconsistent."""
+    r = dut.infer(1, 0)
+    return None if r.problem is not None else r.mean_us / 1e3
+
+
+def single_window_p95(one: Callable[[], float | None], runs: int = P95_SINGLE_WINDOWS, *,
+                      progress: Callable[[str], None] = lambda _: None) -> Figure:
+    """The 95th percentile latency of a DUT that times only windows (MLPerf Tiny): `runs` windows of one
+    inference each (`one()` gives its ms, None when void); fewer than `runs` good windows make it invalid."""
+    got = [x for x in (one() for _ in range(runs)) if x is not None and math.isfinite(x)]
+    if len(got) < runs:
+        return Figure(None, trials=runs, valid=False, reason=f"{runs - len(got)} of {runs} one-inference windows "
+                      "were void, so their 95th percentile would be of the lucky ones")
+    p95 = float(np.percentile(got, 95))
+    progress(f"p95: {runs} one-inference windows, {min(got):.3f} to {max(got):.3f} ms, p95 {p95:.3f} ms")
+    return Figure(p95, max(got) - min(got), runs, values=tuple(got))
 
 
 @dataclass(frozen=True)
@@ -550,8 +572,52 @@ def measure_energy_windows(dut, scope, spec: StationSpec, settings: Settings = S
     if not windows:
         void = Figure(None, trials=settings.trials, valid=False,
                       reason=f"every capture was void: {voids[0] if voids else 'no trial'}")
-        return {"latency_ms": void, "active_power_mw": void, "energy_mj": void}
+        return dict.fromkeys(ENERGY_WINDOW_METRICS, void)
     # the window holds inferences only: its average is the power inside inference windows (active_power_mw)
-    return {"latency_ms": _median([w.latency_ms for w in windows]),
-            "active_power_mw": _median([w.avg_power_mw for w in windows]),
-            "energy_mj": _median([w.energy_per_inference_mj for w in windows])}
+    out = {"latency_ms": _median([w.latency_ms for w in windows]),
+           "power_mw": _median([w.capture_power_mw for w in windows]),
+           "active_power_mw": _median([w.avg_power_mw for w in windows]),
+           "energy_mj": _median([w.energy_per_inference_mj for w in windows])}
+    idle = [w for w in windows if math.isfinite(w.idle_power_mw)]
+    if idle:
+        out.update(idle_power_mw=_median([w.idle_power_mw for w in idle]),
+                   dynamic_power_mw=_median([w.dynamic_power_mw for w in idle]),
+                   dynamic_energy_mj=_median([w.dynamic_energy_per_inference_mj for w in idle]))
+    else:
+        bad = Figure(None, trials=len(windows), valid=False, reason=f"no idle power: {windows[0].idle_reason}")
+        out.update(dict.fromkeys(("idle_power_mw", "dynamic_power_mw", "dynamic_energy_mj"), bad))
+
+    def one() -> float | None:  # one inference between two timestamps, for the p95
+        w, _ = _timestamp_capture(scope, dut, spec, 1, 0, max(latency_s * 1.5 / (1 - PRE_TRIGGER_FRACTION), 1e-3),
+                                  full_scale)
+        return w.latency_ms if w.valid else None
+
+    out["latency_p95_ms"] = single_window_p95(one, progress=progress)
+    return out
+
+
+# The MLPerf Tiny runner's figures, derived per trial from latency_ms and energy_mj (docs/mlperf-tiny.md).
+RUNNER_METRICS = ("inferences_per_s", "energy_uj")
+
+
+def runner_figures(figures: dict[str, Figure]) -> dict[str, Figure]:
+    """Inferences per second and µJ per inference as the MLPerf Tiny runner states them: each window's own figure
+    (N over the window, its energy over N), then the median of windows; invalid or skipped as their source is."""
+    out = {}
+    for name, source, f in (("inferences_per_s", "latency_ms", lambda ms: 1e3 / ms),
+                            ("energy_uj", "energy_mj", lambda mj: mj * 1e3)):
+        fig = figures.get(source)
+        if fig is None:
+            out[name] = Figure(None, valid=False, reason=f"{source} was not measured")
+        elif fig.value is None or not fig.valid:
+            out[name] = replace(fig, values=())
+        else:
+            per = [f(v) for v in (fig.values or (fig.value,)) if v > 0]
+            out[name] = _median(per) if per else Figure(None, valid=False, reason=f"{source} is not positive")
+    return out
+
+
+# What an MLPerf Tiny DUT's energy mode gives (measure_energy_windows); the rest of POWER_METRICS is the scope's
+# pulse against the board's own timer, which energy mode does not report.
+ENERGY_WINDOW_METRICS = ("latency_ms", "latency_p95_ms", "power_mw", "idle_power_mw", "active_power_mw",
+                         "dynamic_power_mw", "energy_mj", "dynamic_energy_mj")

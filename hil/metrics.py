@@ -40,6 +40,10 @@ METRICS: dict[str, Metric] = {
                budget=False),
         Metric("meter_vs_scope_energy_pct", "%", "lower", "(meter - scope) / scope energy per inference "
                "(cross-check of two instruments on one run)", budget=False),
+        Metric("inferences_per_s", "inf/s", "higher", "MLPerf Tiny runner's throughput: inferences over each timed "
+               "window, median of windows (ours: over the sum of Invoke() times)", budget=False),
+        Metric("energy_uj", "µJ", "lower", "MLPerf Tiny runner's energy per inference: each window's energy over "
+               "its inferences, median of windows", budget=False),
         Metric("accuracy", "%", "higher", "top-1 accuracy on the device, test set streamed over the protocol"),
         Metric("accuracy_host", "%", "higher", "top-1 accuracy through tf.lite on the host (factory)", budget=False),
         Metric("output_agreement", "%", "higher", "device vs host TFLM top-1 agreement (cross-check)", budget=False),

@@ -449,6 +449,21 @@ class TimestampWindow:
     avg_power_mw: float
     energy_per_inference_mj: float
     latency_ms: float  # the window over N
+    # after the second edge the DUT waits for the host's next command: its average power there is the idle power
+    # (NaN, with `idle_reason`, when the record holds too little of it)
+    idle_power_mw: float = math.nan
+    idle_reason: str | None = None
+    capture_power_mw: float = math.nan  # the whole record's average (warm-ups and idle included)
+
+    @property
+    def dynamic_power_mw(self) -> float:
+        """Power above idle inside the window."""
+        return self.avg_power_mw - self.idle_power_mw
+
+    @property
+    def dynamic_energy_per_inference_mj(self) -> float:
+        """Energy above idle of one inference: the window's energy less the idle power over it, over N."""
+        return self.energy_per_inference_mj - self.idle_power_mw * self.latency_ms / 1e3
 
 
 def analyze_timestamps(shunt: Waveform, marker: Waveform, *, iterations: int, shunt_ohms: float,
@@ -480,7 +495,7 @@ def analyze_timestamps(shunt: Waveform, marker: Waveform, *, iterations: int, sh
     if not hi - lo > max(10 * noise, 1e-9):
         return invalid("the marker channel shows no timestamp edge (a flat line): is the timestamp GPIO wired "
                        "to it, and the DUT built in energy mode?", 0)
-    _, falls, _ = _hysteresis_edges(marker.volts, threshold, HYSTERESIS * (hi - lo))
+    rises, falls, _ = _hysteresis_edges(marker.volts, threshold, HYSTERESIS * (hi - lo))
     if falls.size != 2:
         return invalid(f"the scope saw {falls.size} timestamp edges where one 'infer {iterations}' makes 2: the edges "
                        "do not match the iterations", int(falls.size))
@@ -500,5 +515,18 @@ def analyze_timestamps(shunt: Waveform, marker: Waveform, *, iterations: int, sh
         return invalid(f"the timestamp window over {iterations} is {latency_s * 1e3:.4g} ms an inference, the DUT's "
                        f"own timer says {expected_latency_s * 1e3:.4g} ms: the edges do not match the iterations",
                        2, window_s)
+    idle_mw, idle_reason = _idle_after(power, rises, end)
     return TimestampWindow(True, None, 2, window_s, joules / window_s * 1e3, joules / iterations * 1e3,
-                           latency_s * 1e3)
+                           latency_s * 1e3, idle_mw, idle_reason, float(np.mean(power)) * 1e3)
+
+
+def _idle_after(power: np.ndarray, rises: np.ndarray, end: float) -> tuple[float, str | None]:
+    """Average power (mW) after the last timestamp's pulse, where the DUT waits for the host: the idle power."""
+    after = rises[rises > end]
+    if after.size == 0:
+        return math.nan, "the record ends before the last timestamp's pulse does: no idle time after the window"
+    start = int(after[0]) + EDGE_GUARD_SAMPLES
+    if power.size - start < MIN_SAMPLES_PER_WINDOW:
+        return math.nan, (f"the record holds {max(power.size - start, 0)} samples after the last timestamp, fewer "
+                          f"than {MIN_SAMPLES_PER_WINDOW}: too little idle time to measure")
+    return float(np.mean(power[start:])) * 1e3, None

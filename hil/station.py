@@ -218,7 +218,7 @@ class VirtualMlperfStation(Station):
         self._stop_board()
         board = MlperfBoard(model, chip=self.spec.board.chip, kernels=self.spec.board.kernels,
                             cpu_mhz=self.spec.board.cpu_mhz, energy_mode=self.energy_mode, timeline=self._timeline,
-                            baud=self.spec.baud)
+                            baud=self.spec.baud, seed=self._config.virtual.seed)
         if board.device.model.error is not None:
             raise HilError(f"the MLPerf Tiny DUT cannot run {source}: {board.device.model.error}")
         self._board, self._model = board.start(tcp_port=0), model

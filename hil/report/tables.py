@@ -14,7 +14,7 @@ from hil.report.data import ReportData, VariantResult, is_skipped, unit
 
 CSV_COLUMNS = ("variant", "metric", "value", "unit", "valid", "reason", "trials", "spread",
                "budget_min", "budget_max", "verdict", "simulated")  # fmt: skip
-FORMATS = {"ms": ".2f", "mW": ".1f", "mJ": ".4g", "KB": ".1f", "%": ".2f", "": ".4f"}
+FORMATS = {"ms": ".2f", "mW": ".1f", "mJ": ".4g", "µJ": ",.0f", "inf/s": ".3f", "KB": ".1f", "%": ".2f", "": ".4f"}
 SPREAD_METRICS = ("latency_ms", "power_mw", "energy_mj", "dynamic_power_mw")
 MISSING = "–"
 
@@ -133,6 +133,24 @@ def meter_table(data: ReportData) -> Table | None:
                  ["variant", "scope energy/inf mJ", "meter energy/inf mJ", "meter − scope %"], rows,
                  [f"meter: {data.meta.get('meter_idn') or '–'}; on a real bench the two should agree within the "
                   "meter's stated accuracy plus the scope's current resolution"])
+
+
+def runner_table(data: ReportData) -> Table | None:
+    """The MLPerf Tiny runner's figures (inferences per second, µJ per inference) beside ours, where measured."""
+    rows = [[v.name, figure(v, "latency_ms"), figure(v, "inferences_per_s"), figure(v, "energy_mj"),
+             figure(v, "energy_uj")] for v in data.variants if "inferences_per_s" in v.measurements]
+    if not rows:
+        return None
+    sim = " (simulated)" if data.simulated else ""
+    from hil.dut.mlperf_tiny import HELLO_PROTOCOL
+
+    mlperf = data.meta.get("protocol") == HELLO_PROTOCOL
+    on = ("timestamp windows of back-to-back inferences, so the loop between two inferences counts" if mlperf
+          else "the board's Invoke() windows, so the idle gaps between inferences do not count")
+    return Table(f"MLPerf Tiny figures{sim}", ["variant", "latency ms", "inferences/s", "energy/inf mJ",
+                                               "energy/inf µJ"], rows,
+                 [f"the runner's definitions: each window's N over its time and its energy over N, then the median "
+                  f"of windows; taken here over {on} (docs/mlperf-tiny.md, \"Figures\")"])
 
 
 def ranking_table(data: ReportData) -> Table | None:

@@ -36,6 +36,7 @@ from hil.report.tables import (
     main_table,
     meter_table,
     ranking_table,
+    runner_table,
     text_table,
 )
 from instruments.errors import InstrumentError
@@ -95,8 +96,13 @@ def run_phases(meta: dict[str, Any]) -> dict[str, float]:
 
 def _protocol_note(protocol: int | None) -> str:
     """The device protocol version, with a warning where its reply lines carried no CRC (version 1)."""
+    from hil.dut.mlperf_tiny import HELLO_PROTOCOL
+
     if protocol is None:
         return ""
+    if protocol == HELLO_PROTOCOL:
+        return (", MLPerf Tiny protocol (its lines carry no CRC: the client checks each reply's form and byte "
+                "counts; docs/mlperf-tiny.md)")
     if protocol < 2:
         return (f", protocol {protocol}: **reply lines carried no CRC**, so a byte corrupted on the serial link "
                 "could pass unseen; flash firmware that speaks protocol 2")
@@ -140,9 +146,9 @@ def _results(data: report_data.ReportData) -> list[Block]:
         "budget verdicts. Figures are medians over trials; ±x is half their range (max − min) across "
         "trials.")]
     blocks.append(TableBlock(main_table(data)))
-    meters = meter_table(data)
-    if meters is not None:
-        blocks.append(TableBlock(meters))
+    for extra in (meter_table(data), runner_table(data)):
+        if extra is not None:
+            blocks.append(TableBlock(extra))
     details = []
     for v in data.variants:
         if v.skip_reason:

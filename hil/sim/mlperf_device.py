@@ -69,8 +69,9 @@ class MlperfDevice:
 
     def __init__(self, model: bytes, *, energy_mode: bool = False, chip: str = "esp32", kernels: str = "esp-nn",
                  cpu_mhz: int | None = None, arena_bytes: int = 512 * 1024, start_us: int = 1_000_000,
-                 timeline=None, baud: int = 115200):
+                 timeline=None, baud: int = 115200, seed: int = 0):
         profile = load_calibration().profile(chip, kernels)
+        self._rng = np.random.default_rng([seed, 5])  # run-to-run latency jitter, as the virtual board's
         # on a bench (`timeline`, hil.sim.timeline.ActivityTimeline): the inferences draw current there and the
         # timestamps pulse the marker line low, so a simulated scope sees what a real DUT's would
         self.timeline = timeline
@@ -108,6 +109,14 @@ class MlperfDevice:
     def latency_us(self) -> float:
         """One inference on the virtual ESP32 (the cost model's latency)."""
         return self.model.cost.latency_s * 1e6 if self.model.cost is not None else 0.0
+
+    def _inferences_s(self, n: int) -> float:
+        """How long `n` back-to-back inferences take: the cost model's latency, each with the virtual board's
+        run-to-run jitter (cost.jitter_rel_std, clipped to +-10 % as there)."""
+        if n <= 0 or self.model.cost is None:
+            return 0.0
+        jitter = np.clip(1.0 + self._rng.normal(0.0, self.model.cost.jitter_rel_std, size=n), 0.9, 1.1)
+        return float(np.sum(jitter)) * self.latency_us / 1e6
 
     def _timestamp(self) -> list[str]:
         if self.timeline is not None:
@@ -215,10 +224,10 @@ class MlperfDevice:
             return [f"e-[model not loaded: {self.model.error}]"]
         out = self._load_tensor()
         out.append(f"m-warmup-start-{warmup}")
-        self._spend(warmup * self.latency_us / 1e6, active=True)
+        self._spend(self._inferences_s(warmup), active=True)
         out += ["m-warmup-done", f"m-infer-start-{n}", *self._timestamp()]
         self._run()
-        self._spend(n * self.latency_us / 1e6, active=True)
+        self._spend(self._inferences_s(n), active=True)
         out += [*self._timestamp(), "m-infer-done", *self._results()]
         return out
 

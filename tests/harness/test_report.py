@@ -393,3 +393,34 @@ def test_a_run_on_protocol_1_firmware_says_its_lines_carried_no_crc(bench_db, tm
         new = (write_report(store, runs["real"], tmp_path / "v2") / "report.md").read_text()
     assert "protocol 1: **reply lines carried no CRC**" in old and "flash firmware that speaks protocol 2" in old
     assert "protocol 2 (every line CRC-checked)" in new and "no CRC" not in new
+
+
+def test_the_runner_figures_appear_beside_ours_with_the_definition_of_their_window(bench_db, tmp_path: Path) -> None:
+    """inferences/s and µJ per inference (hil.measure.runner_figures of the run's latency and energy) get a table of
+    their own; on an MLPerf Tiny DUT (protocol 0) its note says the window holds back-to-back inferences."""
+    from hil.dut.mlperf_tiny import HELLO_PROTOCOL
+    from hil.measure import Figure, runner_figures
+
+    db, runs, _ = bench_db
+    run = runs["slower"]
+    with ResultsStore(db) as store:
+        rows = {}
+        for variant in sorted({m.variant for m in store.measurements(run) if m.metric == "latency_ms"}):
+            got = {m.metric: m for m in store.measurements(run) if m.variant == variant}
+            derived = runner_figures({k: Figure(got[k].value, values=(got[k].value,))
+                                      for k in ("latency_ms", "energy_mj")})
+            for metric, fig in derived.items():
+                store.record(run, variant, metric, fig.value)
+            rows[variant] = (got["latency_ms"].value, got["energy_mj"].value)
+        ours = (write_report(store, run, tmp_path / "ours") / "report.md").read_text()
+        store.update_meta(run, protocol=HELLO_PROTOCOL)
+        theirs = (write_report(store, run, tmp_path / "theirs") / "report.md").read_text()
+    table = ours[ours.index("**MLPerf Tiny figures (simulated)**"):].split("\n\n")[1].splitlines()
+    assert table[0] == "| variant | latency ms | inferences/s | energy/inf mJ | energy/inf µJ |"
+    for variant, (ms, mj) in rows.items():
+        row = next(r for r in table if r.startswith(f"| {variant} |")).strip("|").split("|")
+        assert float(row[2]) == pytest.approx(1e3 / ms, abs=1e-3)
+        assert float(row[4].replace(",", "")) == pytest.approx(mj * 1e3, abs=0.5)
+    assert "idle gaps between inferences do not count" in ours
+    assert "back-to-back inferences, so the loop between two inferences counts" in theirs
+    assert "MLPerf Tiny protocol (its lines carry no CRC" in theirs and "flash firmware that speaks" not in theirs
