@@ -45,11 +45,14 @@ REDUCE_OPS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"
 
 @dataclass(frozen=True)
 class Layer:
-    """What the cost model needs of one operator.
+    """What the cost model needs of one operator: its work and the shape facts that pick the kernel's code path.
 
-    `macs`: multiply-accumulates; `elements`: output elements (for sequence ops: gate elements over all steps;
-    for reductions: input elements); `window`: pooling-window elements read; `bytes`: bytes a data-movement
-    op copies.
+    `macs`: multiply-accumulates as the layer is usually counted (every filter tap, padding included);
+    `elements`: output elements (sequence ops: gate elements over all steps; reductions: input elements);
+    `window`: pooling-window elements read inside the input; `bytes`: bytes a data-movement op copies.
+    Shape facts of conv, depthwise and dense ops: `in_ch`, `out_ch` (output channels), `kh`, `kw`, `pixels`
+    (output pixels), `stride`, `multiplier` (depthwise), `taps` (output pixel x filter tap pairs inside the
+    input: what the kernels loop over; 0 means pixels x kh x kw).
     """
 
     op: str
@@ -58,37 +61,114 @@ class Layer:
     elements: int = 0
     window: int = 0
     bytes: int = 0
+    in_ch: int = 0
+    out_ch: int = 0
+    kh: int = 1
+    kw: int = 1
+    pixels: int = 0
+    stride: int = 1
+    multiplier: int = 1
+    taps: int = 0
+    in_pixels: int = 0
+
+    @property
+    def valid_taps(self) -> int:
+        """Output pixel x filter tap pairs the kernel computes (taps outside a padded input are skipped)."""
+        return self.taps or self.pixels * self.kh * self.kw
+
+
+def _lane_factor(n: int, lanes: int) -> float:
+    """Work of a vector loop over `n` items on `lanes`-wide vectors, relative to `n` (1.0: no idle lane)."""
+    if lanes <= 1 or n <= 0:
+        return 1.0
+    return math.ceil(n / lanes) * lanes / n
 
 
 @dataclass(frozen=True)
 class Shape:
-    """Cycles per unit of work at scale 1.0 (one kernel implementation's relative costs)."""
+    """Cycles per unit of work of one kernel implementation at scale 1.0 (ESP32-S3 ticks for esp-nn's shapes).
+
+    `conv`: per output element, per (output element x filter tap), per MAC; `depthwise`, `dense`: per output
+    element, per MAC; `pool`: per window element; `add`, `mul`, `unary`, `transcendental`: per element;
+    `move`: per byte. A vector implementation (`lanes` > 1) runs a conv/depthwise layer on its SIMD path only
+    when the channel counts fit the path (esp-nn's dispatch, see `vector_path`), pays idle lanes, and otherwise
+    runs its scalar C code: `fallback` cycles divided by `fallback_speedup`.
+    """
 
     name: str
-    mac: dict[str, float]  # conv, depthwise, dense, sequence
-    output: float  # per output element of a MAC op
-    pool: dict[str, float]  # max, avg
-    binary: float
+    conv: dict[str, float]
+    depthwise: dict[str, float]
+    dense: dict[str, float]
+    pool: dict[str, float]
+    add: float
+    mul: float
     unary: float
     transcendental: float
-    move: float  # per byte
+    move: float
+    sequence_mac: float
+    lanes: int = 1
+    fallback: Shape | None = None
+    fallback_speedup: float = 1.0
+
+    def vector_path(self, layer: Layer) -> bool:
+        """Whether esp-nn 13d77d1's ESP32-S3 dispatch runs `layer` on a SIMD path (else scalar C).
+
+        conv: input channels a multiple of 8, or a 1x1 stride-1 conv with channels a multiple of 4 over a
+        multiple of 16 pixels; depthwise: multiplier 1 with channels a multiple of 8, or a multiplier that is a
+        multiple of 4. Layers without shape facts (in_ch 0) count as vectorisable.
+        """
+        if self.lanes <= 1:
+            return False
+        if layer.in_ch <= 0:
+            return True
+        if layer.op in DEPTHWISE_OPS:
+            return (layer.multiplier == 1 and layer.in_ch % 8 == 0) or layer.multiplier % 4 == 0
+        if layer.in_ch % 8 == 0:
+            return True
+        one_by_one = layer.kh == layer.kw == 1 and layer.stride == 1 and layer.taps in (0, layer.pixels)
+        return one_by_one and layer.in_ch % 4 == 0 and layer.pixels % 16 == 0
+
+    def _mac_op(self, layer: Layer) -> float:
+        op = layer.op
+        shaped = layer.in_ch > 0
+        if op in CONV_OPS:
+            c = self.conv
+            if shaped:
+                pairs = layer.valid_taps * layer.out_ch  # output element x tap
+                outputs, macs = layer.pixels * layer.out_ch, pairs * layer.in_ch
+            else:
+                pairs, outputs, macs = layer.elements, layer.elements, layer.macs
+            lane = _lane_factor(layer.in_ch, self.lanes) if shaped else 1.0
+            return outputs * c["output"] + pairs * c["tap"] + macs * c["mac"] * lane
+        if op in DEPTHWISE_OPS:
+            d = self.depthwise
+            if shaped:
+                outputs = layer.pixels * layer.in_ch * layer.multiplier
+                macs = layer.valid_taps * layer.in_ch * layer.multiplier
+                n = layer.in_ch if layer.multiplier == 1 else layer.multiplier
+                lane = _lane_factor(n, self.lanes)
+            else:
+                outputs, macs, lane = layer.elements, layer.macs, 1.0
+            return outputs * d["output"] + macs * d["mac"] * lane
+        if op in DENSE_OPS:
+            return layer.elements * self.dense["output"] + layer.macs * self.dense["mac"]
+        return layer.macs * self.sequence_mac + layer.elements * self.transcendental  # LSTM/RNN/SVDF
 
     def cycles(self, layer: Layer) -> float:
         """Cycles of `layer` at scale 1.0, without the fixed per-operator cost."""
         op = layer.op
+        if op in CONV_OPS | DEPTHWISE_OPS and self.lanes > 1 and not self.vector_path(layer):
+            assert self.fallback is not None, f"shape {self.name}: a vector shape needs a fallback"
+            return self.fallback.cycles(layer) / self.fallback_speedup
         if op in MAC_OPS:
-            kind = ("conv" if op in CONV_OPS else "depthwise" if op in DEPTHWISE_OPS
-                    else "dense" if op in DENSE_OPS else "sequence")  # fmt: skip
-            c = layer.macs * self.mac[kind]
-            if op in SEQUENCE_OPS:
-                return c + layer.elements * self.transcendental  # gate non-linearities, every step
-            return c + layer.elements * self.output
+            return self._mac_op(layer)
         if op in POOL_OPS:
             return layer.window * self.pool["max" if op == "MAX_POOL_2D" else "avg"]
         if op in TRANSCENDENTAL_OPS:
             return layer.elements * self.transcendental
         if op in BINARY_OPS:
-            return layer.elements * self.binary
+            per = self.add if op in ("ADD", "SUB") else self.mul if op == "MUL" else (self.add + self.mul) / 2
+            return layer.elements * per
         if op in MOVE_OPS:
             return layer.bytes * self.move
         if op in FREE_OPS:
@@ -190,16 +270,25 @@ class Calibration:
         return Kernels(self.shapes[name], float(entry["scale"]))
 
 
-def _shape(name: str, d: dict[str, Any]) -> Shape:
+def _shape(name: str, d: dict[str, Any], shapes: dict[str, Shape]) -> Shape:
+    fallback = d.get("fallback")
+    if fallback is not None and fallback not in shapes:
+        raise HilError(f"shape {name}: fallback {fallback!r} must be defined before it")
     return Shape(
         name=name,
-        mac={k: float(d["mac"][k]) for k in ("conv", "depthwise", "dense", "sequence")},
-        output=float(d["output"]),
+        conv={k: float(d["conv"][k]) for k in ("output", "tap", "mac")},
+        depthwise={k: float(d["depthwise"][k]) for k in ("output", "mac")},
+        dense={k: float(d["dense"][k]) for k in ("output", "mac")},
         pool={k: float(d["pool"][k]) for k in ("max", "avg")},
-        binary=float(d["binary"]),
+        add=float(d["add"]),
+        mul=float(d["mul"]),
         unary=float(d["unary"]),
         transcendental=float(d["transcendental"]),
         move=float(d["move"]),
+        sequence_mac=float(d["sequence_mac"]),
+        lanes=int(d.get("lanes", 1)),
+        fallback=shapes[fallback] if fallback is not None else None,
+        fallback_speedup=float(d.get("fallback_speedup", 1.0)),
     )
 
 
@@ -208,7 +297,9 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
     """Read the calibration constants; a missing key is a HilError naming file and key."""
     doc = read_yaml_mapping(path, what="calibration file", hint="restore hil/sim/calibration.yaml", error=HilError)
     try:
-        shapes = {name: _shape(name, d) for name, d in doc["shapes"].items()}
+        shapes: dict[str, Shape] = {}
+        for name, d in doc["shapes"].items():
+            shapes[name] = _shape(name, d, shapes)
         cal = Calibration(
             shapes=shapes,
             chips=dict(doc["chips"]),
@@ -254,8 +345,38 @@ def _sequence_work(op: Any, ins: list[Any]) -> tuple[int, int]:
     return steps * per_step, steps * units * gates
 
 
+def same_pad(in_size: int, k: int, stride: int, out_size: int) -> int:
+    """Leading padding of TFLite's SAME padding (the extra row/column, if any, goes to the end)."""
+    return max((out_size - 1) * stride + k - in_size, 0) // 2
+
+
+def valid_taps_1d(in_size: int, k: int, stride: int, out_size: int, pad: int) -> int:
+    """Filter taps inside the input summed over the output positions of one dimension."""
+    total = 0
+    for o in range(out_size):
+        start = o * stride - pad
+        total += max(0, min(k, in_size - start) - max(0, -start))
+    return total
+
+
+def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    return (int(shape[1]), int(shape[2])) if len(shape) == 4 else (1, 1)
+
+
+def _spatial(op: Any, x: Any, kh: int, kw: int) -> dict[str, int]:
+    """Shape facts of a 2-D windowed op: output pixels, stride, valid taps (TFLite SAME/VALID padding)."""
+    out = op.outputs[0].shape
+    (ih, iw), (oh, ow) = _hw(tuple(x.shape)), _hw(tuple(out))
+    sh, sw = int(op.options.get("strideH", 1) or 1), int(op.options.get("strideW", 1) or 1)
+    same = int(op.options.get("padding", 0) or 0) == 0  # TFLite Padding: SAME = 0, VALID = 1
+    ph = same_pad(ih, kh, sh, oh) if same else 0
+    pw = same_pad(iw, kw, sw, ow) if same else 0
+    taps = valid_taps_1d(ih, kh, sh, oh, ph) * valid_taps_1d(iw, kw, sw, ow, pw)
+    return {"pixels": oh * ow, "stride": max(sh, sw), "taps": taps, "in_pixels": ih * iw}
+
+
 def layers_from_model(model: Any) -> list[Layer]:
-    """Layers of a parsed model (`models.tflite_file.TfliteModel`), in execution order."""
+    """Layers of a parsed model (`models.tflite_file.TfliteModel`), in execution order, with their shape facts."""
     layers = []
     for op in model.operators:
         ins = [t for t in op.inputs if t is not None]
@@ -264,26 +385,47 @@ def layers_from_model(model: Any) -> list[Layer]:
         if op.op in ("QUANTIZE", "DEQUANTIZE") and op.outputs:
             dtype = "int8"  # integer arithmetic either way
         out = _prod(op.outputs[0].shape) if op.outputs else 0
+        w = ins[1] if len(ins) > 1 else None
+        facts: dict[str, int] = {}
         macs = window = nbytes = 0
         elements = out
-        w = ins[1] if len(ins) > 1 else None
+        spatial = act is not None and op.outputs and len(act.shape) == 4 and len(op.outputs[0].shape) == 4
         if op.op in CONV_OPS and w is not None and len(w.shape) >= 4:
             macs = out * _prod(w.shape[1:])  # filter [out_c, kh, kw, in_c]
+            kh, kw = int(w.shape[1]), int(w.shape[2])
+            facts = {"in_ch": int(w.shape[-1]), "out_ch": int(w.shape[0]), "kh": kh, "kw": kw}
+            if op.op == "CONV_2D" and spatial:
+                facts |= _spatial(op, act, kh, kw)
+            else:
+                facts = {}  # transpose/3-D conv: priced by MACs alone
         elif op.op in DEPTHWISE_OPS and w is not None and len(w.shape) >= 4:
             macs = out * w.shape[1] * w.shape[2]  # filter [1, kh, kw, out_c]
+            kh, kw = int(w.shape[1]), int(w.shape[2])
+            mult = int(op.options.get("depthMultiplier", 1) or 1)
+            in_ch = int(act.shape[-1]) if act is not None else int(w.shape[-1]) // mult
+            facts = {"in_ch": in_ch, "out_ch": in_ch * mult, "kh": kh, "kw": kw, "multiplier": mult}
+            if spatial:
+                facts |= _spatial(op, act, kh, kw)
+            else:
+                facts = {}
         elif op.op in DENSE_OPS and w is not None and len(w.shape) >= 2:
             macs = out * w.shape[-1]  # weights [units, in_features]
+            facts = {"in_ch": int(w.shape[-1]), "out_ch": int(w.shape[0])}
         elif op.op in SEQUENCE_OPS and ins:
             macs, elements = _sequence_work(op, ins)
         elif op.op in POOL_OPS:
             kh = int(op.options.get("filterHeight", 2) or 2)
             kw = int(op.options.get("filterWidth", 2) or 2)
-            window = out * kh * kw
+            if spatial:
+                s = _spatial(op, act, kh, kw)
+                window = s["taps"] * int(op.outputs[0].shape[-1])  # window elements inside the input
+            else:
+                window = out * kh * kw
         elif op.op in MOVE_OPS:
             nbytes = sum(t.bytes for t in op.outputs)
         elif op.op in REDUCE_OPS and act is not None:
             elements = _prod(act.shape)
-        layers.append(Layer(op.op, dtype, macs, elements, window, nbytes))
+        layers.append(Layer(op.op, dtype, macs, elements, window, nbytes, **facts))
     return layers
 
 
@@ -336,20 +478,22 @@ def study_cnn_layers(dtype: str, filters: tuple[int, ...] = (8, 16, 32), dense: 
                      ) -> list[Layer]:  # fmt: skip
     """A CNN of the reference study's described size (3 x Conv3x3-BN-ReLU-MaxPool, 3 Dense, 32x32x1).
 
-    The study gives ~15 k parameters (59.5 KB float file), not the filter counts: (8, 16, 32) filters and
-    dense (16, 16, 10) make 14.8 k parameters; an assumption used only for the cross-check.
+    The study gives ~15 k parameters (59.5 KB float file), not the filter counts: (8, 16, 32) filters ('same'
+    padding, BN folded) and dense (16, 16, 10) make 14.8 k parameters; an assumption used only for the cross-check.
     """
     layers: list[Layer] = []
     h, c = 32, 1
     for f in filters:
-        layers.append(Layer("CONV_2D", dtype, macs=h * h * f * 9 * c, elements=h * h * f))
+        taps = valid_taps_1d(h, 3, 1, h, same_pad(h, 3, 1, h)) ** 2
+        layers.append(Layer("CONV_2D", dtype, macs=h * h * f * 9 * c, elements=h * h * f, in_ch=c, out_ch=f,
+                            kh=3, kw=3, pixels=h * h, taps=taps, in_pixels=h * h))  # fmt: skip
         h //= 2
         layers.append(Layer("MAX_POOL_2D", dtype, elements=h * h * f, window=h * h * f * 4))
         c = f
     n_in = h * h * c
     layers.append(Layer("RESHAPE", dtype, elements=n_in, bytes=n_in * (1 if dtype == "int8" else 4)))
     for units in dense:
-        layers.append(Layer("FULLY_CONNECTED", dtype, macs=n_in * units, elements=units))
+        layers.append(Layer("FULLY_CONNECTED", dtype, macs=n_in * units, elements=units, in_ch=n_in, out_ch=units))
         n_in = units
     layers.append(Layer("SOFTMAX", dtype, elements=n_in))
     return layers
