@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	# esptool pulls in pyserial, whose files overwrite labgrid's fork (same `serial` package): the fork last
+	$(PY) -m pip install --quiet --no-deps --force-reinstall -c requirements.lock pyserial-labgrid
 	@touch $(STAMP)
 
 # One xdist worker per board+scope pair of the bench (bench.yaml lists two virtual ones).

@@ -12,7 +12,7 @@ import sys
 from hil.errors import USER_ERRORS
 
 # Subcommand modules under hil/commands/; each one adds its parsers with register(subparsers).
-COMMAND_MODULES = ("models", "sim", "firmware", "measure", "mlperf", "results", "report", "changes")
+COMMAND_MODULES = ("models", "sim", "firmware", "measure", "mlperf", "lab", "results", "report", "changes")
 
 
 def build_parser() -> argparse.ArgumentParser:

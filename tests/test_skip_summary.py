@@ -37,7 +37,8 @@ def _pytest(folder: Path, body: str, *args: str) -> list[str]:
     shutil.copyfile(ROOT / "tests" / "conftest.py", folder / "conftest.py")  # the hook under test
     (folder / "test_tiny.py").write_text(body)
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hil.plugin",
-                        "-q", "-rs", *args, str(folder)], capture_output=True, text=True, cwd=folder, timeout=300)
+                        "-p", "no:labgrid", "-q", "-rs", *args, str(folder)],
+                       capture_output=True, text=True, cwd=folder, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r.stdout.rstrip("\n").splitlines()
 

@@ -1,0 +1,2 @@
+"""Shared labs through labgrid: lab configuration, places (reserve, acquire, release), the work queue and the
+virtual lab."""
