@@ -577,6 +577,7 @@ class Campaign:
             try:
                 with _board_failures_said_plainly(station.spec.name, dut):
                     acc = self._measure_on_board(variant, station, dut, snap, keep)
+                    self._keep_profile(variant, station, dut, model)
                 for metric, fig in runner_figures(figures).items():
                     keep(metric, fig)
             finally:  # how hard the serial link had to work for these figures (provenance)
@@ -586,6 +587,25 @@ class Campaign:
         keep("output_agreement", Figure(acc.agreement_pct, trials=acc.samples))
         keep("output_cosine", Figure(acc.cosine, trials=acc.samples))
         return figures
+
+    def _keep_profile(self, variant: str, station, dut, model: bytes) -> None:
+        """The board's per-layer profile of one inference (`profile`), kept as a file of the run for the report and
+        the gate; a board that cannot profile says why in the progress, and no figure changes."""
+        from hil.profiling import from_board
+        from hil.protocol import DutError, DutTimeout
+
+        if not hasattr(dut, "profile"):  # an MLPerf Tiny DUT has no such command
+            return
+        try:
+            prof = dut.profile()
+        except DutTimeout:
+            raise
+        except DutError as exc:
+            self.progress(f"{variant}: no per-layer profile: {exc}")
+            return
+        kind = " (simulated)" if station.simulated else " (emulated)" if station.emulated else ""
+        layers = from_board(prof, model, source=f"{station.spec.name} profile{kind}")
+        self.recorder.keep_file(variant, "profile", layers.to_json().encode(), f"{variant}-profile.json")
 
     def _measure_timestamp_windows(self, variant: str, station, dut, keep: Callable[[str, Figure], None]) -> None:
         """An MLPerf Tiny DUT in energy mode: latency, power and energy between its timestamp edges on the scope, idle

@@ -50,9 +50,18 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hil.profiling import estimate
+    from hil.profiling.layers import HEADERS
+    from hil.report.tables import Table, text_table
     from models.inspection import format_inspection, inspect_model
 
     print(format_inspection(inspect_model(args.file)))
+    prof = estimate(Path(args.file).read_bytes(), chip=args.chip, kernels=args.kernels)
+    print()
+    print(text_table(Table(f"Per-layer estimate of the virtual board (simulated: {prof.source})", list(HEADERS),
+                           prof.rows())))
     return 0
 
 
@@ -86,6 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inspect", help="size, ops, TFLM compatibility, arena and quantization of a .tflite"
     )
     insp.add_argument("file")
+    insp.add_argument("--chip", default="esp32", choices=("esp32", "esp32s3", "esp32c3"),
+                      help="chip of the virtual board's per-layer estimate (default: esp32)")
+    insp.add_argument("--kernels", default="esp-nn", choices=("esp-nn", "reference"),
+                      help="kernel library of the estimate (default: esp-nn)")
     insp.set_defaults(func=_inspect)
 
     lst = msub.add_parser("list", help="list the variants and aliases of a config")

@@ -99,6 +99,18 @@ class ReportData:
     ranking_note: str
     gate: Any = None  # hil.gate.GateResult when a baseline was given
     baseline: int | None = None
+    # regressed variant -> (the baseline run whose profile it is compared with, per-layer changes or None when
+    # the two profiles are of different operators); filled with the gate
+    layer_changes: dict[str, tuple[int, Any]] = field(default_factory=dict)
+
+    def profile(self, variant: str) -> Any:
+        """The variant's per-layer profile in this run (hil.profiling.LayerProfile), or None."""
+        path = self.artifacts.get(variant, {}).get("profile")
+        if path is None:
+            return None
+        from hil.profiling import LayerProfile
+
+        return LayerProfile.read(path)
 
     @property
     def simulated(self) -> bool:

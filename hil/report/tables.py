@@ -153,6 +153,44 @@ def runner_table(data: ReportData) -> Table | None:
                   f"of windows; taken here over {on} (docs/mlperf-tiny.md, \"Figures\")"])
 
 
+def profile_table(name: str, profile: Any, latency_ms: float | None, simulated: bool) -> Table:
+    """One variant's per-layer profile: each operator's time and share, then the overhead and the total, which is
+    the whole inference; the measured latency in the note beside it."""
+    from hil.profiling.layers import HEADERS
+
+    measured = f"; the run's latency: {latency_ms * 1e3:,.1f} µs" if latency_ms is not None else ""
+    return Table(f"{name}: per-layer profile{' (simulated)' if simulated else ''}", list(HEADERS), profile.rows(),
+                 [f"{profile.source}, one inference{measured}"])
+
+
+def profile_summary_table(data: ReportData) -> Table | None:
+    """Per variant: the costliest layer and its share, and the profile's total against the measured latency."""
+    rows = []
+    for v in data.variants:
+        prof = data.profile(v.name)
+        if prof is None or not prof.layers:
+            continue
+        top = max(prof.layers, key=lambda t: t.us)
+        share = 100 * top.us / prof.total_us if prof.total_us else math.nan
+        rows.append([v.name, f"{top.index} {top.op}", top.detail, f"{share:.1f}", number(prof.total_us / 1e3, "ms"),
+                     figure(v, "latency_ms")])
+    if not rows:
+        return None
+    sim = " (simulated)" if data.simulated else ""
+    return Table(f"Where the time goes{sim}", ["variant", "costliest layer", "shape", "% of inference",
+                                                "profile total ms", "latency ms"], rows)
+
+
+def layer_change_table(variant: str, baseline_run: int, changes: list[Any], simulated: bool,
+                       limit: int = 12) -> Table:
+    """A regressed variant's per-layer change against a baseline run's profile, largest changes first."""
+    rows = [[str(c.index) if c.index >= 0 else "", c.op, f"{c.baseline_us:,.1f}", f"{c.value_us:,.1f}",
+             f"{c.change_us:+,.1f}", f"{c.change_pct:+.1f}"] for c in changes[:limit]]
+    notes = [f"{len(changes) - limit} smaller changes not shown"] if len(changes) > limit else []
+    return Table(f"{variant}: per-layer change against run {baseline_run}{' (simulated)' if simulated else ''}",
+                 ["#", "op", "baseline µs", "this run µs", "change µs", "change %"], rows, notes)
+
+
 def ranking_table(data: ReportData) -> Table | None:
     """Variants by the corrected objective, with the reference study's objective and the chosen variant."""
     r = data.ranking
@@ -227,8 +265,8 @@ def text_table(table: Table) -> str:
 
 
 def _looks_numeric(text: str) -> bool:
-    head = text.split(" ")[0]
-    return head in (MISSING, "invalid") or head.replace(".", "", 1).replace("-", "", 1).isdigit()
+    head = text.split(" ")[0].replace(",", "").lstrip("+-")
+    return head in (MISSING, "invalid", "") or head.replace(".", "", 1).isdigit()
 
 
 def gate_failures_table(gate: Any, simulated: bool) -> Table:

@@ -33,8 +33,11 @@ from hil.report.tables import (
     csv_cell,
     csv_rows,
     gate_failures_table,
+    layer_change_table,
     main_table,
     meter_table,
+    profile_summary_table,
+    profile_table,
     ranking_table,
     runner_table,
     text_table,
@@ -159,6 +162,24 @@ def _results(data: report_data.ReportData) -> list[Block]:
     return blocks
 
 
+def _profiles(data: report_data.ReportData) -> list[Block]:
+    """Which layers cost what: a summary, then each variant's per-layer table folded (none profiled: nothing)."""
+    summary = profile_summary_table(data)
+    if summary is None:
+        return []
+    blocks: list[Block] = [Heading(2, f"Per-layer profile{_sim(data)}"), Paragraph(
+        "One inference per variant through the board's `profile` command (TFLM's MicroProfiler on the firmware, "
+        "the cost model on the virtual board), taken after the timed trials. Each table's rows add up to the "
+        "whole inference: its operators, then the interpreter's overhead."), TableBlock(summary)]
+    for v in data.variants:
+        prof = data.profile(v.name)
+        if prof is not None:
+            table = profile_table(v.name, prof, v.value("latency_ms"), data.simulated)
+            blocks.append(Folded(f"{v.name}: {len(prof.layers)} layers, {prof.total_us / 1e3:,.2f} ms",
+                                 text_table(table) + "\n" + "\n".join(table.notes)))
+    return blocks
+
+
 def _study(data: report_data.ReportData) -> list[Block]:
     """The reference study's six variants, its published figures beside this run's (none: no section)."""
     table = study_table(data)
@@ -214,6 +235,12 @@ def _baseline(data: report_data.ReportData) -> list[Block]:
                                      "row. Verdicts and their meaning: docs/results-and-gate.md.")]
     if any(r.verdict not in ("ok", "skipped") for r in gate.rows):
         blocks.append(TableBlock(gate_failures_table(gate, data.simulated)))
+    for variant, (baseline_run, changes) in data.layer_changes.items():
+        if changes is None:
+            blocks.append(Paragraph(f"**{variant}** regressed; its profile and run {baseline_run}'s are of different "
+                                    "operators, so no per-layer change can be shown."))
+        else:
+            blocks.append(TableBlock(layer_change_table(variant, baseline_run, changes, data.simulated)))
     blocks.append(Folded(f"every figure of run {data.run.id} against the baseline window ({len(gate.rows)} rows)",
                          gate.table()))
     return blocks
@@ -341,7 +368,29 @@ def load_with_gate(store: Any, run: int | str, baseline: int | str | None, toler
             tolerances = parse_tolerances(list(tolerances or []))
         data.gate = compare(store, data.run.id, baseline, tolerances)
         data.baseline = data.gate.baseline.id
+        data.layer_changes = _layer_changes(store, data)
     return data
+
+
+def _layer_changes(store: Any, data: report_data.ReportData) -> dict[str, tuple[int, Any]]:
+    """Per regressed variant with a profile: its per-layer change against the newest baseline run that profiled
+    it (hil.profiling.layer_changes)."""
+    from hil.profiling import LayerProfile, layer_changes
+
+    regressed = dict.fromkeys(r.variant for r in data.gate.rows if r.verdict == "REGRESSION" and r.variant != "*")
+    db_dir = Path(store.path).resolve().parent if getattr(store, "path", None) else None
+    out = {}
+    for variant in regressed:
+        now = data.profile(variant)
+        if now is None:
+            continue
+        for run in sorted(data.gate.window, key=lambda r: r.id, reverse=True):
+            found = [report_data.resolve_path(a.path, db_dir) for a in store.artifacts(run.id, variant, "profile")]
+            found = [p for p in found if p is not None]
+            if found:
+                out[variant] = (run.id, layer_changes(LayerProfile.read(found[0]), now))
+                break
+    return out
 
 
 def write_report(store: Any, run: int | str = "latest", out_dir: str | Path = "reports/latest", *,
@@ -357,7 +406,8 @@ def write_report(store: Any, run: int | str = "latest", out_dir: str | Path = "r
         raise HilError(f"{final}: exists and is not a folder; choose another --out")
 
     def fill(folder: Path) -> None:
-        blocks = [*_header(data, (final / "junit.xml").is_file()), *_results(data), *_study(data), *_ranking(data),
+        blocks = [*_header(data, (final / "junit.xml").is_file()), *_results(data), *_profiles(data), *_study(data),
+                  *_ranking(data),
                   *_pareto(data, folder), *_baseline(data),
                   *(_trends(data, store, folder, gated, trend_runs) if trend_runs else []),
                   *_traces(data, folder), *_factory(data, folder)]

@@ -32,12 +32,13 @@ EXAMPLE = ROOT / "examples" / "bench-faults.yaml"
 # How far a right figure may be from the clean run of the same seed. A recovery re-measures a capture later in
 # simulated time, so it draws other per-inference variations and ripple phases than the clean run did.
 # Latency: the modelled run-to-run jitter is 0.03 % per inference; 0.2 % is ~7x that (seen: <= 0.011 %).
-LATENCY = ("latency_ms", "latency_p95_ms", "pulse_width_ms")
+LATENCY = ("latency_ms", "latency_p95_ms", "pulse_width_ms", "inferences_per_s")  # inferences/s: 1000 / latency
 LATENCY_REL = 0.002
 # Power and energy: 0.5 % per-inference variation and 0.2 % ripple; a median of 2 trials of 19 inferences has
 # sigma ~0.08 %, the difference of two runs ~0.11 %; 1 % is ~9 sigma (seen: <= 0.13 %), and a real error (a
 # clipped or misattributed capture, a wrong range) is several percent.
-POWER = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj", "dynamic_energy_mj")
+POWER = ("power_mw", "idle_power_mw", "active_power_mw", "dynamic_power_mw", "energy_mj", "dynamic_energy_mj",
+         "energy_uj")
 POWER_REL = 0.01
 # The cross-check statistic is ~0.005 %: compared in percentage points, and it must pass its own 2 % check.
 PULSE_PP = 0.1
