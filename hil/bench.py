@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hil.errors import HilError
+from hil.lab.config import LabConfig
 from hil.wire import COMMANDS
 from models.config_file import read_yaml_mapping
 
@@ -354,6 +355,9 @@ class BenchConfig(_Strict):
     meter: MeterConfig | None = None  # a power meter beside (or, with scope: null, instead of) the scope
     boards: list[BoardConfig] = Field(default_factory=lambda: [BoardConfig()], min_length=1)
     virtual: VirtualConfig = VirtualConfig()
+    # a shared lab (hil/lab, README "Share a lab"): places reserved through labgrid instead of the boards' ports;
+    # the first board entry gives every place its board settings (chip, baud, marker GPIO), its port is unused
+    lab: LabConfig | None = None
 
     @model_validator(mode="after")
     def _something_measures_current(self) -> BenchConfig:

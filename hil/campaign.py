@@ -349,7 +349,7 @@ class Campaign:
     """
 
     def __init__(self, options: CampaignOptions, *, session: str | None = None, worker: int | None = None,
-                 progress: Progress = lambda _: None) -> None:
+                 progress: Progress = lambda _: None, station: Any = None) -> None:
         self.options = options
         self.session = session or uuid.uuid4().hex
         self.worker = worker
@@ -363,7 +363,7 @@ class Campaign:
         self._artifacts = None
         self._snapshots: dict[str, Any] = {}  # variant -> VariantSnapshot, or the error reading it
         self._dataset = None
-        self._station = None
+        self._station = station  # given (a lab place's): measured on it; else worker k opens board k of the bench
         self._recorder: RunRecorder | None = None
         self._measured: dict[str, dict[str, Figure]] = {}
         self._not_measured: dict[str, Exception] = {}
@@ -445,6 +445,22 @@ class Campaign:
                         self._snapshots[name] = exc
             self.phases["factory_s"] += time.perf_counter() - t0
         return self._artifacts
+
+    def adopt(self, source: Campaign) -> None:
+        """Take `source`'s built artifacts, snapshots and data set: one factory build for many places' campaigns
+        of the same run (they only read them)."""
+        source.artifacts()
+        self._artifacts, self._snapshots, self._dataset = source._artifacts, source._snapshots, source.dataset()
+
+    def invalidate(self, variant: str, reason: str) -> None:
+        """Mark every figure this run recorded for `variant` invalid with `reason` (a measurement cut short: none
+        of it may stand as valid, whatever a later measurement records over it)."""
+        rec = self.recorder
+        for m in rec.store.measurements(rec.run_id):
+            if m.variant == variant and m.valid:
+                rec.store.record(rec.run_id, variant, m.metric, None, valid=False, reason=reason)
+        self._measured.pop(variant, None)
+        self._not_measured.pop(variant, None)
 
     def snapshot(self, variant: str):
         """The variant's files as read right after the build (models.artifacts.VariantSnapshot)."""

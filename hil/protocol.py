@@ -129,9 +129,9 @@ class DutClient:
 
         if isinstance(self.port, str):
             try:
-                self._ser = serial.serial_for_url(
-                    self.port, baudrate=self.baudrate, timeout=0.02, write_timeout=5
-                )
+                # pyserial's RFC 2217 client (a lab place's port through ser2net) has no write timeout
+                extra = {} if self.port.startswith("rfc2217://") else {"write_timeout": 5}
+                self._ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.02, **extra)
             except (serial.SerialException, OSError, ValueError) as exc:
                 raise DutError(
                     f"cannot open serial port {self.port}: {exc}; check the port in bench.yaml"

@@ -13,10 +13,20 @@ from hil.campaign import OPTIONS, CampaignOptions
 
 def run_measure(args: argparse.Namespace) -> int:
     """Measure, judge, record, report; print one line per variant and where everything went."""
+    from hil.bench import load_bench
     from hil.campaign import run
 
     options = CampaignOptions.from_values(lambda flag: getattr(args, flag.lstrip("-").replace("-", "_")))
-    finish, verdicts = run(options, progress=lambda line: print(f"[hil] {line}", flush=True))
+    say = lambda line: print(f"[hil] {line}", flush=True)  # noqa: E731
+    if load_bench(options.bench).lab is not None:  # a shared lab: places through labgrid, a queue of variants
+        from hil.lab.campaign import run_on_lab
+
+        finish, verdicts, queue = run_on_lab(options, progress=say)
+        for name, stats in queue.places.items():
+            print(f"place {name} ({stats.where.host}, board {stats.where.board_id}): {stats.items} variant(s), "
+                  f"busy {stats.busy_fraction:.0%}" + (f"; LOST: {stats.lost}" if stats.lost else ""))
+    else:
+        finish, verdicts = run(options, progress=say)
     failed = False
     for variant, by_metric in verdicts.items():
         bad = [v.message for v in by_metric.values() if v.failed]

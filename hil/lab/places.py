@@ -31,6 +31,7 @@ from hil.lab.config import LabConfig
 
 SERIAL_CLASSES = ("NetworkSerialPort",)
 SCOPE_CLASSES = ("PyVISADevice",)
+FLASH_SERVICE_USER = "hil-flash"  # a NetworkService with this username is a place's model-flashing service
 POWER_CLASSES = ("NetworkPowerPort", "PDUDaemonPort", "NetworkYKUSHPowerPort", "NetworkSiSPMPowerPort",
                  "NetworkUSBPowerPort", "TasmotaPowerPort")
 CONNECT_TIMEOUT_S = 10.0
@@ -62,6 +63,9 @@ class LabPlace:
     power: dict[str, Any] | None = None  # {"cls": ..., **params} of a power port labgrid drives
     tags: dict[str, str] = field(default_factory=dict)
     resources: tuple[str, ...] = ()  # exporter/group/cls/name of every resource the place holds
+    # HOST:PORT of a model-flashing service the place exports (a NetworkService with username FLASH_SERVICE_USER:
+    # the virtual lab's boards, which have no ROM bootloader); None: esptool flashes through `serial_url`
+    flash_service: str | None = None
 
 
 def visa_resource(params: dict[str, Any]) -> str:
@@ -322,6 +326,8 @@ class Lab:
                            f"{_describe(held)}")
         exporter, group = serial[0].split("/")[:2]
         tags = dict(places[name]["tags"])
+        flash = next((d["params"] for _, d in held if d["cls"] == "NetworkService"
+                      and d["params"].get("username") == FLASH_SERVICE_USER), None)
         scope_resource = visa_resource(scope[1]["params"]) if scope is not None else None
         return LabPlace(
             name=name, exporter=exporter, host=str(params["host"]),
@@ -333,6 +339,7 @@ class Lab:
             power=None if power is None else {"cls": power[1]["cls"], **{
                 k: v for k, v in power[1]["params"].items() if k != "extra"}},
             tags=tags, resources=tuple(sorted(path for path, _ in held)),
+            flash_service=None if flash is None else f"{flash['address']}:{flash.get('port', 22)}",
         )
 
     def lost(self, place: LabPlace, wait_s: float = 0.0) -> str | None:

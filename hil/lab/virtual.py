@@ -30,7 +30,8 @@ from typing import Any
 from hil.bench import BenchConfig, BoardConfig
 from hil.errors import HilError
 from hil.lab.config import LabConfig
-from hil.lab.places import Lab
+from hil.lab.flash import FlashServer
+from hil.lab.places import FLASH_SERVICE_USER, Lab
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 20.0
@@ -82,6 +83,7 @@ class VirtualPlace:
     group: str
     bench: Any  # hil.sim.bench.VirtualBench
     tags: dict[str, str]
+    flash: Any = None  # hil.lab.flash.FlashServer: the board's model-flashing service
 
     @property
     def board_id(self) -> str:
@@ -159,7 +161,8 @@ class VirtualLab:
             bench.board.core.board_id = f"24:0a:c4:1a:{e:02x}:{k:02x}"  # each virtual ESP32 its own MAC
             bench.start(tcp_port=None)
             tags = {"board": "esp32", "chip": self.chip, "board_id": bench.board.core.board_id.replace(":", "")}
-            self.places.append(VirtualPlace(b.name, f"{self.prefix}-exporter-{e}", f"{b.name}", bench, tags))
+            flash = FlashServer(lambda model, arena, source, b=bench: b.board.flash(model, source=source)).start()
+            self.places.append(VirtualPlace(b.name, f"{self.prefix}-exporter-{e}", f"{b.name}", bench, tags, flash))
         self.coordinator = self._spawn("coordinator", [_tool("labgrid-coordinator"), "-l", self.address])
         self._wait_port(self.port, "labgrid-coordinator")
         for e in range(self.n_exporters):
@@ -187,6 +190,7 @@ class VirtualLab:
                 "location": f"virtual lab, {exporter}",
                 "RawSerialPort": {"port": p.bench.port, "speed": self.baud},
                 "PyVISADevice": {"type": "TCPIP0", "url": f"{host}::{port}::SOCKET"},
+                "NetworkService": {"address": LOOPBACK, "port": p.flash.port, "username": FLASH_SERVICE_USER},
             }
         return yaml.safe_dump(doc, sort_keys=True)
 
@@ -245,10 +249,12 @@ class VirtualLab:
         for p in self.places:
             if p.exporter == name:
                 p.bench.stop()
+                p.flash.stop()
 
     def kill_board(self, name: str) -> None:
-        """One board (and its scope) stops answering: its pty and scope socket close."""
+        """One board (and its scope) stops answering: its pty, scope socket and flashing service close."""
         self.place(name).bench.stop()
+        self.place(name).flash.stop()
 
     def stop(self) -> None:
         """Stop the exporters (and their ser2net), the coordinator, the boards and scopes; remove the workdir."""
@@ -261,6 +267,8 @@ class VirtualLab:
             _reap(self.coordinator)
         for p in self.places:
             p.bench.stop()
+            if p.flash is not None:
+                p.flash.stop()
         for log in self._logs:
             log.close()
         self._logs.clear()

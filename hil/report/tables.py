@@ -191,6 +191,26 @@ def layer_change_table(variant: str, baseline_run: int, changes: list[Any], simu
                  ["#", "op", "baseline µs", "this run µs", "change µs", "change %"], rows, notes)
 
 
+def lab_tables(data: ReportData) -> list[Table]:
+    """A shared-lab run: where each variant was measured (place, exporter host, board), and each place's share,
+    with the places lost and why, and the measurements cut short (run meta `lab`)."""
+    lab = data.meta.get("lab")
+    if not lab:
+        return []
+    where = lab.get("variants") or {}
+    rows = [[v, w.get("place", ""), w.get("host", ""), w.get("board_id", ""), f"{w.get('seconds', 0):.1f}"]
+            for v, w in sorted(where.items())]
+    places = [[n, str(p.get("items", 0)), f"{100 * p.get('busy_fraction', 0):.1f}", p.get("lost") or "–"]
+              for n, p in sorted((lab.get("places") or {}).items())]
+    notes = [f"cut: {c['variant']} on {c['place']} ({c['reason']}); measured again on another place, nothing of the "
+             "cut attempt kept" for c in lab.get("cut") or []]
+    overhead_ms = 1e3 * lab.get("dispatch_overhead_s", 0)
+    notes.append(f"coordinator {lab.get('coordinator')}; dispatch overhead {overhead_ms:.0f} ms per variant; "
+                 f"wall {lab.get('wall_s', 0):.1f} s")
+    return [Table("Where each variant was measured", ["variant", "place", "exporter host", "board", "seconds"], rows),
+            Table("Lab places", ["place", "variants", "busy %", "lost (why)"], places, notes)]
+
+
 def ranking_table(data: ReportData) -> Table | None:
     """Variants by the corrected objective, with the reference study's objective and the chosen variant."""
     r = data.ranking

@@ -33,6 +33,7 @@ from hil.report.tables import (
     csv_cell,
     csv_rows,
     gate_failures_table,
+    lab_tables,
     layer_change_table,
     main_table,
     meter_table,
@@ -149,7 +150,7 @@ def _results(data: report_data.ReportData) -> list[Block]:
         "budget verdicts. Figures are medians over trials; ±x is half their range (max − min) across "
         "trials.")]
     blocks.append(TableBlock(main_table(data)))
-    for extra in (meter_table(data), runner_table(data)):
+    for extra in (meter_table(data), runner_table(data), *lab_tables(data)):
         if extra is not None:
             blocks.append(TableBlock(extra))
     details = []
