@@ -23,7 +23,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="wall-time pacing of the virtual boards (1: the chip's real time, the default; 0: as fast as "
                    "the host can)")
     v.add_argument("--model", default=None, help="a .tflite model flashed on every board (default: TFLM's sine demo)")
+    v.add_argument("--bench", default="bench.yaml",
+                   help="the bench file whose board, scope and shunt settings the lab's bench file copies "
+                   "(default bench.yaml)")
+    v.add_argument("--write-bench", default="reports/lab-bench.yaml",
+                   help="where to write a bench file for this lab, for `hil measure --bench` and `pytest -m hil` "
+                   "from another terminal (default reports/lab-bench.yaml)")
+    v.add_argument("--measure", nargs=argparse.REMAINDER, default=None, metavar="MEASURE_OPTIONS",
+                   help="measure the variant matrix on the lab's places (hil measure with the lab's bench file and "
+                   "any options after --measure), then stop the lab")
     v.set_defaults(func=run_virtual)
+
+
+def write_lab_bench(template: Path, out: Path, coordinator: str, places: int) -> Path:
+    """A copy of the `template` bench file (its first board, scope and shunt) with a `lab:` section asking
+    `coordinator` for `places` places tagged board=esp32."""
+    import yaml
+
+    from hil.bench import load_bench
+
+    load_bench(template)  # a broken template is one clear error here, not a confusing one in the measure
+    bench = yaml.safe_load(template.read_text())
+    bench["boards"] = bench["boards"][:1]
+    bench["lab"] = {"coordinator": coordinator, "tags": {"board": "esp32"}, "places": places}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("# written by `hil lab virtual`: the virtual lab's places instead of the boards' ports\n"
+                   + yaml.safe_dump(bench, sort_keys=False))
+    return out
 
 
 def run_virtual(args: argparse.Namespace) -> int:
@@ -42,6 +68,12 @@ def run_virtual(args: argparse.Namespace) -> int:
             print(f"place {p.name}: {p.exporter}, board {p.board_id} on {p.bench.port}, scope {p.bench.resource}, "
                   f"tags {tags}")
         print(f"time scale: {args.time_scale:g} (1 = the chip's real time)")
+        bench = write_lab_bench(Path(args.bench), Path(args.write_bench), lab.address, len(lab.places))
+        print(f"bench file: {bench}   (hil measure --bench {bench})")
+        if args.measure is not None:
+            from hil.cli import main
+
+            return main(["measure", f"--bench={bench}", *args.measure])
         print(f"try:        labgrid-client -x {lab.address} -v places")
         print("Ctrl-C to stop.", flush=True)
         while True:

@@ -31,7 +31,9 @@ def _alive(pid: int) -> bool:
 
 def test_a_sigkilled_pytest_leaves_no_manager_process_behind(tmp_path: Path) -> None:
     (tmp_path / "test_wait.py").write_text("import time\n\ndef test_wait():\n    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_wait.py"],
+    # outside the repository's pytest.ini: labgrid's own plugin (installed with labgrid) would skip the test
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:labgrid",
+                             "test_wait.py"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     try:
