@@ -44,7 +44,7 @@ def _bench_file(folder: Path, address: str, places: int) -> Path:
 
 def _print_queue(label: str, report, one_wall: float | None) -> None:
     speed = f", {one_wall / report.wall_s:.2f}x one place" if one_wall else ""
-    print(f"{label}: wall {report.wall_s:.1f} s{speed}; dispatch overhead {report.dispatch_overhead_s * 1e3:.0f} ms "
+    print(f"{label}: wall {report.wall_s:.1f} s{speed}; dispatch overhead {report.dispatch_overhead_s * 1e3:.2f} ms "
           f"per item; {len(report.outcomes)} items, {len(report.cut)} cut, lost {report.lost or 'none'}")
     for name, s in sorted(report.places.items()):
         print(f"    {name:10s} {s.items:3d} items  busy {s.busy_fraction:6.1%}  ({s.busy_s:.1f} of {s.active_s:.1f} s)")

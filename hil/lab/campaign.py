@@ -73,7 +73,7 @@ def run_on_lab(options: CampaignOptions, *, progress: Callable[[str], None] = pr
                                     on_place_done=lambda p: lab.release_place(p.name),
                                     on_place_lost=lambda p, why: progress(f"lab: {p.name} leaves the run: {why}"),
                                     wait_for_places_s=bench.lab.wait_s, progress=progress)
-            report = dispatcher.run([Work(v, v) for v in selected], places)
+            report = dispatcher.run([Work(v, v) for v in longest_first(main, selected)], places)
     except BaseException as exc:  # what was measured stays recorded; the run is no pass
         for c in campaigns.values():
             c.close()
@@ -99,6 +99,28 @@ def run_on_lab(options: CampaignOptions, *, progress: Callable[[str], None] = pr
     main.recorder.store.update_meta(run_id, lab=lab_meta(report, bench.lab.coordinator))
     main.close()
     return main.finish(status), verdicts, report
+
+
+def longest_first(campaign: Campaign, variants: list[str]) -> list[str]:
+    """The variants in the order the queue should start them: the slowest first (its latency on the virtual
+    board's cost model for the bench's chip, a measure of how long its accuracy stream and captures take), so
+    that no place is left with a long one at the end while the others wait; those TFLM cannot run last."""
+    from hil.profiling import estimate
+
+    board = campaign.bench.boards[0]
+    arts = campaign.artifacts()
+
+    def cost(variant: str) -> float:
+        art = arts[variant]
+        if not art.tflm_ok:
+            return -1.0
+        try:
+            return estimate(art.model_bytes(), chip=board.chip, kernels=board.kernels).total_us
+        except USER_ERRORS:  # a chip the cost model does not know: no order among those
+            return 0.0
+
+    costs = {v: cost(v) for v in variants}
+    return sorted(variants, key=lambda v: -costs[v])
 
 
 def lab_meta(report: QueueReport, coordinator: str) -> dict[str, Any]:

@@ -33,14 +33,56 @@ class LabStation(RealStation):
         super().__init__(spec)
         self.place = place
         self.simulated = False  # what the board says in hello decides (the virtual lab's boards say simulated)
+        self._serial = None  # one RFC 2217 connection for the whole run (see dut())
 
     def start(self) -> LabStation:
         return self  # the exporter serves the port while the place is acquired: nothing local to check
 
+    def stop(self) -> None:
+        self._close_serial()
+
+    def _close_serial(self) -> None:
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except OSError:
+                pass
+            self._serial = None
+
+    def dut(self):
+        """A protocol client on the place's one RFC 2217 connection, opened once and kept: ser2net serves a port
+        to one client at a time, and a connection opened right after one closed can be refused."""
+        from hil.protocol import DutClient
+
+        if self._serial is None or not self._serial.is_open:
+            self._serial = _open_with_retries(self.place)
+        return DutClient(self._serial, baudrate=self.spec.baud).open()
+
     def flash(self, model: bytes, *, arena_bytes: int | None = None, source: str = "model") -> None:
         if self.place.flash_service is None:
+            self._close_serial()  # esptool takes the port through the same URL
             super().flash(model, arena_bytes=arena_bytes, source=source)
             return
         from hil.lab.flash import flash_over_service
 
         flash_over_service(self.place.flash_service, model, arena_bytes=arena_bytes, source=source)
+
+
+OPEN_TRIES = 5
+OPEN_RETRY_S = 0.5
+
+
+def _open_with_retries(place: LabPlace):
+    """open_serial, tried again a few times: ser2net can refuse a connection while it still closes the last."""
+    import time
+
+    from hil.lab.places import LabError, open_serial
+
+    for attempt in range(OPEN_TRIES):
+        try:
+            return open_serial(place)
+        except LabError:
+            if attempt == OPEN_TRIES - 1:
+                raise
+            time.sleep(OPEN_RETRY_S)
+    raise AssertionError("unreachable")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,3 +106,19 @@ def test_a_dead_exporter_cuts_its_variant_which_is_measured_again_elsewhere(base
     assert finish.status == "passed", verdicts
     md = (options.report_dir / "report.md").read_text()
     assert f"cut: {cut_variant} on {killed[0]}" in md and dead in md  # the report names the lost place and why
+
+
+def test_the_queue_starts_the_slowest_variants_first(baseline_build: Path, tmp_path: Path) -> None:
+    """The float model (several times the int8 one's latency on the virtual ESP32) goes first, the variant TFLM
+    cannot run last: no place is left with a long measurement while the others wait."""
+    from hil.campaign import Campaign
+    from hil.lab.campaign import longest_first
+    from hil.profiling import estimate
+
+    options = _workspace(baseline_build, tmp_path / "ws", "127.0.0.1:1", 1)
+    campaign = Campaign(replace(options, variants=["baseline-int8", "baseline-dynamic", "baseline-no_opt"]))
+    arts = campaign.artifacts()
+    slow, fast = (estimate(arts[v].model_bytes()).total_us for v in ("baseline-no_opt", "baseline-int8"))
+    assert slow > 2 * fast
+    assert longest_first(campaign, ["baseline-int8", "baseline-dynamic", "baseline-no_opt"]) == [
+        "baseline-no_opt", "baseline-int8", "baseline-dynamic"]
