@@ -218,10 +218,16 @@ class VirtualMlperfStation(Station):
         self._stop_board()
         board = MlperfBoard(model, chip=self.spec.board.chip, kernels=self.spec.board.kernels,
                             cpu_mhz=self.spec.board.cpu_mhz, energy_mode=self.energy_mode, timeline=self._timeline,
-                            baud=self.spec.baud, seed=self._config.virtual.seed)
+                            baud=self.spec.baud, seed=self._config.virtual.seed, **self._noise(), variant=source)
         if board.device.model.error is not None:
             raise HilError(f"the MLPerf Tiny DUT cannot run {source}: {board.device.model.error}")
         self._board, self._model = board.start(tcp_port=0), model
+
+    def _noise(self) -> dict:
+        """The bench noise and the session's seed, as hil.sim.bench.VirtualBench hands them to the virtual board."""
+        vc = self._config.virtual
+        noise = vc.noise.model()
+        return {"noise": noise, "noise_seed": vc.noise.seed if vc.noise.seed is not None else vc.seed}
 
     def dut(self):
         from hil.dut.mlperf_tiny import MlperfDut, MlperfTinyClient

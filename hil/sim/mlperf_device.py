@@ -69,8 +69,15 @@ class MlperfDevice:
 
     def __init__(self, model: bytes, *, energy_mode: bool = False, chip: str = "esp32", kernels: str = "esp-nn",
                  cpu_mhz: int | None = None, arena_bytes: int = 512 * 1024, start_us: int = 1_000_000,
-                 timeline=None, baud: int = 115200, seed: int = 0):
+                 timeline=None, baud: int = 115200, seed: int = 0, noise=None, noise_seed: int = 0,
+                 variant: str = "model"):
         profile = load_calibration().profile(chip, kernels)
+        # bench noise (hil.sim.noise.NoiseModel) on the timeline's current, as the virtual board draws it: the
+        # session's and the variant's gain, then one per `infer` (a trial)
+        self.noise = noise if noise is not None and noise.enabled and timeline is not None else None
+        self.noise_seed, self.variant, self.trials = noise_seed, variant, 0
+        if self.noise is not None:
+            timeline.set_gain(self.noise.session_gain(noise_seed) * self.noise.variant_gain(noise_seed, variant))
         self._rng = np.random.default_rng([seed, 5])  # run-to-run latency jitter, as the virtual board's
         # on a bench (`timeline`, hil.sim.timeline.ActivityTimeline): the inferences draw current there and the
         # timestamps pulse the marker line low, so a simulated scope sees what a real DUT's would
@@ -223,6 +230,9 @@ class MlperfDevice:
         if self.model.error is not None:  # a reference DUT would not have booted; say why in its own style
             return [f"e-[model not loaded: {self.model.error}]"]
         out = self._load_tensor()
+        if self.noise is not None:  # one trial of the variant: its bench-noise gain from now on
+            self.timeline.set_gain(self.noise.gain(self.noise_seed, self.variant, self.trials))
+        self.trials += 1
         out.append(f"m-warmup-start-{warmup}")
         self._spend(self._inferences_s(warmup), active=True)
         out += ["m-warmup-done", f"m-infer-start-{n}", *self._timestamp()]

@@ -286,7 +286,7 @@ def test_hil_sim_with_a_model_it_cannot_read_is_one_line(tmp_path: Path) -> None
     assert "cannot read the model" in r.stderr and "--model PATH" in r.stderr
 
 
-def _campaign_figures(baseline_build: Path, tmp_path: Path, protocol: str) -> dict:
+def _campaign_figures(baseline_build: Path, tmp_path: Path, protocol: str, noise_seed: int | None = None) -> dict:
     import shutil
 
     import yaml
@@ -297,6 +297,8 @@ def _campaign_figures(baseline_build: Path, tmp_path: Path, protocol: str) -> di
     ws = tmp_path / protocol
     shutil.copytree(baseline_build, ws)
     bench = quiet_bench()
+    if noise_seed is not None:  # the shipped bench noise, one pinned session
+        bench["virtual"]["noise"] = {**bench["virtual"]["noise"], "enabled": True, "seed": noise_seed}
     bench["boards"] = [{**bench["boards"][0], "protocol": protocol}]
     (ws / "bench.yaml").write_text(yaml.safe_dump(bench))
     (ws / "budgets.yaml").write_text(yaml.safe_dump({"version": 1, "defaults": {"latency_ms": {"max": 500}}}))
@@ -345,6 +347,21 @@ def test_a_campaign_measures_an_mlperf_tiny_dut_as_it_measures_ours(baseline_bui
     for metric in ("pulse_width_ms", "pulse_vs_latency_pct"):  # energy mode has no timer of the DUT's to hold
         fig = theirs[metric]                                 # the window against
         assert fig.value is None and fig.skipped and "no latency of its own" in fig.reason, (metric, fig)
+
+
+@pytest.mark.slow
+def test_with_bench_noise_both_protocols_see_the_same_sessions_drift(baseline_build: Path, tmp_path: Path) -> None:
+    """Bench noise on, one pinned session: the MLPerf DUT's current drifts with the session's and the variant's gain
+    as the virtual board's does, so energy and power agree within 1 % again, while both differ from the quiet
+    bench's by the drift."""
+    quiet = _campaign_figures(baseline_build, tmp_path / "quiet", "hil")
+    ours = _campaign_figures(baseline_build, tmp_path / "a", "hil", noise_seed=11)
+    theirs = _campaign_figures(baseline_build, tmp_path / "b", "mlperf-tiny", noise_seed=11)
+    for metric in ("energy_mj", "active_power_mw", "idle_power_mw"):
+        assert theirs[metric].value == pytest.approx(ours[metric].value, rel=0.01), metric
+    drift = ours["idle_power_mw"].value / quiet["idle_power_mw"].value - 1
+    assert abs(drift) > 0.002  # the session's gain moved the figures
+    assert theirs["idle_power_mw"].value / quiet["idle_power_mw"].value - 1 == pytest.approx(drift, abs=0.005)
 
 
 def test_an_mlperf_board_must_be_virtual_for_now() -> None:
