@@ -7,7 +7,7 @@ reconstruction error). `wire_input` and `host_result` hold those formats once, f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,8 +112,3 @@ def measure_model(config: BenchConfig, path: Path, *, board: str | None = None, 
                 if (i + 1) % 25 == 0:
                     say(f"results: {i + 1}/{inputs} inputs, {agreeing} as the host's")
     return ModelResult(path, dut.kind, figures, inputs, agreeing)
-
-
-def measure_models(config: BenchConfig, paths: Iterable[Path], **options) -> list[ModelResult]:
-    """`measure_model` for each path, in order."""
-    return [measure_model(config, Path(p), **options) for p in paths]
